@@ -1,0 +1,3 @@
+import Testing
+@testable import Verbs
+@Test func placeholder() {}
