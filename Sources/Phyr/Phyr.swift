@@ -1,2 +1,53 @@
-/// Placeholder; the Phyr module is built in issue 3.
-public enum PhyrModule {}
+/// A physical (or DMA) address range: the unit the "Phyr Starter" discussion
+/// proposed in place of scatterlist entries, and what the kernel later merged
+/// as `struct phys_vec { paddr, len }`.
+///
+/// A phyr is byte-exact: `address` is the first byte and `length` counts
+/// bytes, so the first phyr of a registration starts at the physical address
+/// of the memory region's first byte, not at its page.
+///
+/// A phyr never wraps past the top of the 64-bit address space: the library
+/// rejects ranges whose last byte would lie beyond `UInt64.max`.
+public struct Phyr: Sendable, Hashable {
+  /// The address of the first byte.
+  public var address: UInt64
+  /// The number of bytes.
+  public var length: UInt64
+
+  /// Creates a range of `length` bytes starting at `address`.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public init(address: UInt64, length: UInt64) {
+    self.address = address
+    self.length = length
+  }
+
+  /// The address one past the last byte (`address + length`), wrapping on
+  /// overflow. Only meaningful for ranges that passed validation, whose end
+  /// never wraps.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public var end: UInt64 { address &+ length }
+
+  /// Checks that the range is non-empty and does not run past `UInt64.max`.
+  ///
+  /// - Complexity: O(1).
+  public func validated() throws(PhyrError) -> Phyr {
+    if length == 0 { throw .zeroLength(self) }
+    if address.addingReportingOverflow(length).overflow { throw .rangeOverflow(self) }
+    return self
+  }
+}
+
+extension Phyr: CustomStringConvertible {
+  /// `0xADDR:0xLEN`, the notation of the spec's vectors and of `umem plan --phyr`.
+  public var description: String { "\(hex(address)):\(hex(length))" }
+}
+
+/// Formats a 64-bit value as `0x` followed by lowercase hex digits.
+///
+/// - Complexity: O(1).
+@usableFromInline
+func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -1,0 +1,148 @@
+/// Checks that `size` is a power of two and returns `size - 1`.
+@inlinable
+func pageMask(_ size: UInt64) throws(PhyrError) -> UInt64 {
+  guard size != 0, size & (size - 1) == 0 else { throw .invalidPageSize(size) }
+  return size - 1
+}
+
+extension PhyrList {
+  /// How many HCA pages of `pageSize` bytes the memory region spans when its
+  /// first byte sits at `iova`: the kernel's `ib_umem_num_dma_blocks`,
+  /// `(ALIGN_UP(iova + length, P) - ALIGN_DOWN(iova, P)) / P`.
+  ///
+  /// Computed from the last byte (`iova + length - 1`), so it is exact up to
+  /// the top of the address space; 0 for an empty list.
+  ///
+  /// - Throws: ``PhyrError/invalidPageSize(_:)``, ``PhyrError/iovaOverflow(iova:length:)``.
+  /// - Complexity: O(1).
+  public func blockCount(pageSize: UInt64, iova: UInt64) throws(PhyrError) -> UInt64 {
+    _ = try pageMask(pageSize)
+    if totalLength == 0 { return 0 }
+    let (last, overflow) = iova.addingReportingOverflow(totalLength - 1)
+    if overflow { throw .iovaOverflow(iova: iova, length: totalLength) }
+    let shift = UInt64(pageSize.trailingZeroBitCount)
+    return (last >> shift) - (iova >> shift) + 1
+  }
+
+  /// The offset of the memory region's first byte inside its first HCA page,
+  /// `firstAddress mod pageSize`: the kernel's `ib_umem_dma_offset`. For a
+  /// page size chosen by ``bestPageSize(iova:pageSizes:)`` it equals
+  /// `iova mod pageSize`.
+  ///
+  /// - Throws: ``PhyrError/invalidPageSize(_:)``, ``PhyrError/emptyList``.
+  /// - Complexity: O(1).
+  public func dmaOffset(pageSize: UInt64) throws(PhyrError) -> UInt64 {
+    let mask = try pageMask(pageSize)
+    guard let first = firstAddress else { throw .emptyList }
+    return first & mask
+  }
+
+  /// The HCA pages (DMA blocks) of `pageSize` bytes that map this list at
+  /// `iova`, in order: the kernel's `rdma_umem_for_each_dma_block`.
+  ///
+  /// The first block is the first byte's address aligned down to the page
+  /// size; each next one starts where the previous page ended, following the
+  /// runs; iteration stops after ``blockCount(pageSize:iova:)`` blocks.
+  /// Offsets are 64-bit throughout, so blocks of 4 GiB and more are right
+  /// (the kernel truncated them until 2026).
+  ///
+  /// - Throws: ``PhyrError/invalidPageSize(_:)``, ``PhyrError/iovaOverflow(iova:length:)``.
+  /// - Complexity: O(1) to create; iterating is O(blocks + runs), with no
+  ///   allocation.
+  public func blocks(pageSize: UInt64, iova: UInt64) throws(PhyrError) -> DMABlocks {
+    let count = try blockCount(pageSize: pageSize, iova: iova)
+    return DMABlocks(list: self, pageMask: pageSize - 1, count: count)
+  }
+}
+
+/// The DMA block addresses of a phyr list for one HCA page size: the
+/// sequence the kernel walks with `rdma_umem_for_each_dma_block` and
+/// `rdma_block_iter_dma_address`.
+///
+/// Create it with ``PhyrList/blocks(pageSize:iova:)``.
+public struct DMABlocks: Sequence, Sendable {
+  @usableFromInline let list: PhyrList
+  /// The page size minus one.
+  @usableFromInline let pageMask: UInt64
+  /// The number of blocks the sequence yields (fewer only when the runs end
+  /// first, which happens only for a page size the layout does not allow).
+  public let count: UInt64
+
+  @inlinable
+  init(list: PhyrList, pageMask: UInt64, count: UInt64) {
+    self.list = list
+    self.pageMask = pageMask
+    self.count = count
+  }
+
+  /// The HCA page size.
+  @inlinable public var pageSize: UInt64 { pageMask + 1 }
+
+  /// ``count``, clamped to `Int`.
+  @inlinable public var underestimatedCount: Int { Int(clamping: count) }
+
+  /// Returns an iterator over the block addresses.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public func makeIterator() -> Iterator {
+    Iterator(chunks: list.chunks, pageMask: pageMask, count: count)
+  }
+
+  /// The state machine of the kernel's `__rdma_block_iter_next`, over
+  /// coalesced runs and with 64-bit deltas.
+  public struct Iterator: IteratorProtocol {
+    @usableFromInline let chunks: [ContiguousArray<Phyr>]
+    @usableFromInline let pageMask: UInt64
+    @usableFromInline var remaining: UInt64
+    @usableFromInline var chunkIndex = 0
+    @usableFromInline var runIndex = 0
+    /// The current position: where the next block's page begins or is cut.
+    @usableFromInline var position: UInt64 = 0
+    /// Bytes left in the current run after `position`; 0 when the runs are
+    /// exhausted.
+    @usableFromInline var left: UInt64 = 0
+
+    @inlinable
+    init(chunks: [ContiguousArray<Phyr>], pageMask: UInt64, count: UInt64) {
+      self.chunks = chunks
+      self.pageMask = pageMask
+      self.remaining = count
+      if let first = chunks.first?.first {
+        position = first.address
+        left = first.length
+      }
+    }
+
+    /// The next block address, or `nil` after the last block.
+    ///
+    /// - Complexity: O(1) amortised over the runs crossed.
+    @inlinable
+    public mutating func next() -> UInt64? {
+      guard remaining != 0, left != 0 else { return nil }
+      remaining -= 1
+      let block = position & ~pageMask
+      // Bytes to the end of this HCA page; a run that ends at or before that
+      // point is consumed whole and the rest is taken from the next run.
+      var delta = pageMask - (position & pageMask) + 1
+      while left <= delta {
+        delta -= left
+        runIndex += 1
+        if runIndex == chunks[chunkIndex].count {
+          runIndex = 0
+          chunkIndex += 1
+          if chunkIndex == chunks.count {
+            left = 0
+            return block
+          }
+        }
+        let run = chunks[chunkIndex][runIndex]
+        position = run.address
+        left = run.length
+      }
+      position += delta
+      left -= delta
+      return block
+    }
+  }
+}

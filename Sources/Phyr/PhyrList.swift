@@ -1,0 +1,195 @@
+/// A list of physical runs, built by appending ranges in memory-region order.
+///
+/// Appending a range that starts exactly where the previous one ended extends
+/// that run instead of adding a new one, so the stored runs are always
+/// maximal: no two neighbours are physically adjacent. This is the property
+/// the kernel's v6.15 fix gave `ib_umem_find_best_pgsz` (contiguous
+/// scatterlist entries are one run), and it makes the list smaller.
+///
+/// The first run starts at the physical address of the memory region's first
+/// byte (``firstAddress``) and the run lengths add up to ``totalLength``.
+/// Ranges may overlap (the same page pinned twice is legal); they only never
+/// wrap past `UInt64.max`.
+///
+/// ## Storage
+/// Runs live in fixed-size chunks of ``chunkCapacity`` runs (64 KiB each)
+/// held by a small outer array. A 1 TiB registration of scattered 4 KiB pages
+/// has 2^28 runs: in one contiguous array that is 4 GiB that would be copied
+/// on every doubling (8 GiB at the peak of the last one), while in chunks no
+/// run is ever copied after it is written and the only array that grows is
+/// the outer one, at 8 bytes per 4096 runs. Indexing stays O(1) (a shift and a
+/// mask). The first chunk starts small and grows normally, so a one-run list
+/// costs a few dozen bytes, not 64 KiB.
+///
+/// - Complexity: Appending is amortised O(1); ``count``, ``totalLength``,
+///   ``firstAddress`` and ``largestRunLength`` are O(1).
+public struct PhyrList: Sendable, Hashable {
+  /// Runs per storage chunk: 4096 runs of 16 bytes, 64 KiB.
+  public static let chunkCapacity = 1 << chunkShift
+  @usableFromInline static let chunkShift = 12
+
+  @usableFromInline var chunks: [ContiguousArray<Phyr>]
+  /// The sum of all run lengths: the memory region's length.
+  public private(set) var totalLength: UInt64
+  /// The length of the longest run, 0 for an empty list.
+  public private(set) var largestRunLength: UInt64
+  @usableFromInline var runCount: Int
+
+  /// Creates an empty list.
+  public init() {
+    chunks = []
+    totalLength = 0
+    largestRunLength = 0
+    runCount = 0
+  }
+
+  /// Creates a list by appending `phyrs` in order, coalescing adjacent ones.
+  ///
+  /// - Throws: ``PhyrError`` for an empty or overflowing range, or when the
+  ///   total length overflows.
+  /// - Complexity: O(*n*) for *n* phyrs.
+  public init(_ phyrs: some Sequence<Phyr>) throws(PhyrError) {
+    self.init()
+    for phyr in phyrs { try append(phyr) }
+  }
+
+  /// The physical address of the memory region's first byte, or `nil` for an
+  /// empty list.
+  ///
+  /// - Complexity: O(1).
+  public var firstAddress: UInt64? { chunks.first?.first?.address }
+
+  /// The last run, or `nil` for an empty list.
+  ///
+  /// - Complexity: O(1).
+  public var lastRun: Phyr? { chunks.last?.last }
+
+  /// Appends a range, extending the last run when the range starts exactly
+  /// where that run ends.
+  ///
+  /// - Throws: ``PhyrError/zeroLength(_:)``, ``PhyrError/rangeOverflow(_:)``,
+  ///   ``PhyrError/totalLengthOverflow``. The list is unchanged on error.
+  /// - Complexity: Amortised O(1); never copies earlier runs once their
+  ///   chunk is full.
+  public mutating func append(_ phyr: Phyr) throws(PhyrError) {
+    let phyr = try phyr.validated()
+    let (total, overflow) = totalLength.addingReportingOverflow(phyr.length)
+    if overflow { throw .totalLengthOverflow }
+    totalLength = total
+    let lastChunk = chunks.count - 1
+    if lastChunk >= 0 {
+      let lastIndex = chunks[lastChunk].count - 1
+      if chunks[lastChunk][lastIndex].end == phyr.address {
+        // Cannot overflow: the merged run ends where `phyr` ends.
+        chunks[lastChunk][lastIndex].length += phyr.length
+        largestRunLength = Swift.max(largestRunLength, chunks[lastChunk][lastIndex].length)
+        return
+      }
+      if chunks[lastChunk].count < Self.chunkCapacity {
+        chunks[lastChunk].append(phyr)
+        runCount += 1
+        largestRunLength = Swift.max(largestRunLength, phyr.length)
+        return
+      }
+    }
+    var chunk = ContiguousArray<Phyr>()
+    // The first chunk grows on demand; later ones are full-size from the start.
+    if lastChunk >= 0 { chunk.reserveCapacity(Self.chunkCapacity) }
+    chunk.append(phyr)
+    chunks.append(chunk)
+    runCount += 1
+    largestRunLength = Swift.max(largestRunLength, phyr.length)
+  }
+
+  /// Appends `length` bytes at `address`; see ``append(_:)``.
+  ///
+  /// - Complexity: Amortised O(1).
+  @inlinable
+  public mutating func append(address: UInt64, length: UInt64) throws(PhyrError) {
+    try append(Phyr(address: address, length: length))
+  }
+
+  /// Checks the invariants; for tests.
+  ///
+  /// - Complexity: O(*n*).
+  func _checkInvariants() -> Bool {
+    var total: UInt64 = 0
+    var largest: UInt64 = 0
+    var previousEnd: UInt64? = nil
+    var n = 0
+    for (i, chunk) in chunks.enumerated() {
+      if chunk.isEmpty { return false }
+      if i < chunks.count - 1 && chunk.count != Self.chunkCapacity { return false }
+      for run in chunk {
+        if run.length == 0 || run.address.addingReportingOverflow(run.length).overflow {
+          return false
+        }
+        if previousEnd == run.address { return false }
+        previousEnd = run.end
+        total += run.length
+        largest = Swift.max(largest, run.length)
+        n += 1
+      }
+    }
+    return total == totalLength && largest == largestRunLength && n == runCount
+  }
+}
+
+extension PhyrList: RandomAccessCollection {
+  /// Runs are numbered from 0.
+  public typealias Index = Int
+
+  /// Always 0.
+  @inlinable public var startIndex: Int { 0 }
+  /// The number of runs.
+  @inlinable public var endIndex: Int { runCount }
+  /// The number of runs (maximal physically contiguous ranges).
+  @inlinable public var count: Int { runCount }
+
+  /// The run at `position`.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public subscript(position: Int) -> Phyr {
+    precondition(position >= 0 && position < runCount, "PhyrList index out of range")
+    return chunks[position >> Self.chunkShift][position & (Self.chunkCapacity - 1)]
+  }
+
+  /// Iterates chunk by chunk, without dividing an index per element.
+  public struct Iterator: IteratorProtocol {
+    @usableFromInline let chunks: [ContiguousArray<Phyr>]
+    @usableFromInline var chunkIndex = 0
+    @usableFromInline var runIndex = 0
+
+    @inlinable init(chunks: [ContiguousArray<Phyr>]) { self.chunks = chunks }
+
+    /// The next run, or `nil` after the last.
+    ///
+    /// - Complexity: O(1).
+    @inlinable
+    public mutating func next() -> Phyr? {
+      guard chunkIndex < chunks.count else { return nil }
+      let run = chunks[chunkIndex][runIndex]
+      runIndex += 1
+      if runIndex == chunks[chunkIndex].count {
+        runIndex = 0
+        chunkIndex += 1
+      }
+      return run
+    }
+  }
+
+  /// Returns an iterator over the runs.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public func makeIterator() -> Iterator { Iterator(chunks: chunks) }
+}
+
+extension PhyrList: CustomStringConvertible {
+  /// The runs as `[0xADDR:0xLEN, ...]`, shortened for long lists.
+  public var description: String {
+    let shown = prefix(8).map(\.description).joined(separator: ", ")
+    return count > 8 ? "[\(shown), ... (\(count) runs)]" : "[\(shown)]"
+  }
+}
