@@ -51,7 +51,7 @@ extension PhyrList {
   ///   allocation.
   public func blocks(pageSize: UInt64, iova: UInt64) throws(PhyrError) -> DMABlocks {
     let count = try blockCount(pageSize: pageSize, iova: iova)
-    return DMABlocks(list: self, pageMask: pageSize - 1, count: count)
+    return DMABlocks(list: self, pageMask: pageSize - 1, count: count, iova: iova)
   }
 }
 
@@ -67,16 +67,42 @@ public struct DMABlocks: Sequence, Sendable {
   /// The number of blocks the sequence yields (fewer only when the runs end
   /// first, which happens only for a page size the layout does not allow).
   public let count: UInt64
+  /// The IOVA of the first byte.
+  public let iova: UInt64
 
   @inlinable
-  init(list: PhyrList, pageMask: UInt64, count: UInt64) {
+  init(list: PhyrList, pageMask: UInt64, count: UInt64, iova: UInt64) {
     self.list = list
     self.pageMask = pageMask
     self.count = count
+    self.iova = iova
   }
 
   /// The HCA page size.
   @inlinable public var pageSize: UInt64 { pageMask + 1 }
+
+  /// The last block address without walking the blocks, or `nil` when there
+  /// are none: the first memory-region byte of the last HCA page, aligned
+  /// down. It equals the last element of the sequence whenever the page
+  /// size is one the layout allows (for example one returned by
+  /// ``PhyrList/bestPageSize(iova:pageSizes:)``).
+  ///
+  /// - Complexity: O(*n*) for *n* runs, instead of O(blocks).
+  public var last: UInt64? {
+    guard count != 0, let first = list.firstAddress else { return nil }
+    if count == 1 { return first & ~pageMask }
+    // MR offset of the last page's first byte: the IOVA distance from the
+    // first byte to the last page boundary.
+    let offset = (count - 1) * (pageMask + 1) - (iova & pageMask)
+    var base: UInt64 = 0
+    for chunk in list.chunks {
+      for run in chunk {
+        if offset - base < run.length { return (run.address + (offset - base)) & ~pageMask }
+        base += run.length
+      }
+    }
+    return nil
+  }
 
   /// ``count``, clamped to `Int`.
   @inlinable public var underestimatedCount: Int { Int(clamping: count) }

@@ -56,6 +56,11 @@ struct PropertyTests {
         if j == 256 { break }
       }
       #expect(j == Swift.min(count, 256))
+      let blocks = try list.blocks(pageSize: size, iova: layout.iova)
+      #expect(
+        blocks.last == Reference.block(layout.phyrs, iova: layout.iova, size: size, index: count - 1),
+        "\(layout)")
+      if count <= 256 { #expect(blocks.last == Array(blocks).last) }
     }
     #expect(big > 0, "some blocks of 4 GiB or more were exercised")
   }
