@@ -123,24 +123,23 @@ extension PhyrList {
   ///
   /// - Complexity: O(*n*) for *n* runs; no allocation.
   public func bestPageSize(iova: UInt64, pageSizes: PageSizes) -> UInt64? {
-    guard let first = chunks.first?.first else { return nil }
+    guard let first = firstAddress else { return nil }
     guard
       let cap = RunConstraints.capMask(iova: iova, length: totalLength, bitmap: pageSizes.rawValue)
     else { return nil }
-    // Runs are maximal, so every run after the first is a discontinuity.
-    var mask = cap | (first.address ^ iova)
-    var position = iova &+ first.length
+    // Runs are maximal, so every run after the first is a discontinuity:
+    // mask in its IOVA start and its physical/IOVA difference.
+    var mask = cap | (first ^ iova)
+    var position = iova
     var isFirst = true
     for chunk in chunks {
       for run in chunk {
-        if isFirst {
-          isFirst = false
-          continue
-        }
-        mask |= position | (run.address ^ position)
+        if !isFirst { mask |= position | (run.address ^ position) }
+        isFirst = false
         position &+= run.length
       }
     }
+    if !isFirst { mask |= position | (open.address ^ position) }
     return RunConstraints.choose(mask: mask, bitmap: pageSizes.rawValue)
   }
 }

@@ -95,11 +95,9 @@ public struct DMABlocks: Sequence, Sendable {
     // first byte to the last page boundary.
     let offset = (count - 1) * (pageMask + 1) - (iova & pageMask)
     var base: UInt64 = 0
-    for chunk in list.chunks {
-      for run in chunk {
-        if offset - base < run.length { return (run.address + (offset - base)) & ~pageMask }
-        base += run.length
-      }
+    for run in list {
+      if offset - base < run.length { return (run.address + (offset - base)) & ~pageMask }
+      base += run.length
     }
     return nil
   }
@@ -112,31 +110,30 @@ public struct DMABlocks: Sequence, Sendable {
   /// - Complexity: O(1).
   @inlinable
   public func makeIterator() -> Iterator {
-    Iterator(chunks: list.chunks, pageMask: pageMask, count: count)
+    Iterator(runs: list.makeIterator(), pageMask: pageMask, count: count)
   }
 
   /// The state machine of the kernel's `__rdma_block_iter_next`, over
   /// coalesced runs and with 64-bit deltas.
   public struct Iterator: IteratorProtocol {
-    @usableFromInline let chunks: [ContiguousArray<Phyr>]
+    @usableFromInline var runs: PhyrList.Iterator
     @usableFromInline let pageMask: UInt64
     @usableFromInline var remaining: UInt64
-    @usableFromInline var chunkIndex = 0
-    @usableFromInline var runIndex = 0
     /// The current position: where the next block's page begins or is cut.
     @usableFromInline var position: UInt64 = 0
-    /// Bytes left in the current run after `position`; 0 when the runs are
-    /// exhausted.
+    /// Bytes left in the current run after `position`.
     @usableFromInline var left: UInt64 = 0
 
     @inlinable
-    init(chunks: [ContiguousArray<Phyr>], pageMask: UInt64, count: UInt64) {
-      self.chunks = chunks
+    init(runs: PhyrList.Iterator, pageMask: UInt64, count: UInt64) {
+      self.runs = runs
       self.pageMask = pageMask
       self.remaining = count
-      if let first = chunks.first?.first {
+      if let first = self.runs.next() {
         position = first.address
         left = first.length
+      } else {
+        remaining = 0
       }
     }
 
@@ -145,29 +142,33 @@ public struct DMABlocks: Sequence, Sendable {
     /// - Complexity: O(1) amortised over the runs crossed.
     @inlinable
     public mutating func next() -> UInt64? {
-      guard remaining != 0, left != 0 else { return nil }
-      remaining -= 1
+      guard remaining != 0 else { return nil }
+      remaining &-= 1
       let block = position & ~pageMask
-      // Bytes to the end of this HCA page; a run that ends at or before that
-      // point is consumed whole and the rest is taken from the next run.
-      var delta = pageMask - (position & pageMask) + 1
-      while left <= delta {
-        delta -= left
-        runIndex += 1
-        if runIndex == chunks[chunkIndex].count {
-          runIndex = 0
-          chunkIndex += 1
-          if chunkIndex == chunks.count {
-            left = 0
-            return block
-          }
+      // Where this HCA page ends. It wraps to 0 for the top page of the
+      // address space, and `next - position` is still the right distance
+      // (at most 2^63).
+      let next = (position | pageMask) &+ 1
+      var delta = next &- position
+      if left > delta {
+        position = next
+        left &-= delta
+        return block
+      }
+      // The run ends at or before the page end: consume it whole and take
+      // the rest from the following runs.
+      repeat {
+        delta &-= left
+        guard let run = runs.next() else {
+          remaining = 0
+          return block
         }
-        let run = chunks[chunkIndex][runIndex]
         position = run.address
         left = run.length
-      }
-      position += delta
-      left -= delta
+      } while left <= delta
+      // delta < left, so neither wraps: the position stays inside the run.
+      position &+= delta
+      left &-= delta
       return block
     }
   }

@@ -18,29 +18,35 @@
 /// on every doubling (8 GiB at the peak of the last one), while in chunks no
 /// run is ever copied after it is written and the only array that grows is
 /// the outer one, at 8 bytes per 4096 runs. Indexing stays O(1) (a shift and a
-/// mask). The first chunk starts small and grows normally, so a one-run list
+/// mask). The first chunk starts small and grows normally, so a short list
 /// costs a few dozen bytes, not 64 KiB.
+///
+/// The last run is kept open in the list value itself, outside the chunks,
+/// so that coalescing (the common case when pinning: consecutive frames) is
+/// two additions with no storage access.
 ///
 /// - Complexity: Appending is amortised O(1); ``count``, ``totalLength``,
 ///   ``firstAddress`` and ``largestRunLength`` are O(1).
 public struct PhyrList: Sendable, Hashable {
   /// Runs per storage chunk: 4096 runs of 16 bytes, 64 KiB.
-  public static let chunkCapacity = 1 << chunkShift
-  @usableFromInline static let chunkShift = 12
+  @inlinable public static var chunkCapacity: Int { 1 << chunkShift }
+  @inlinable static var chunkShift: Int { 12 }
 
+  /// Every run but the last; run *i* is at `[i >> 12][i & 4095]`.
   @usableFromInline var chunks: [ContiguousArray<Phyr>]
-  /// The sum of all run lengths: the memory region's length.
-  public private(set) var totalLength: UInt64
-  /// The length of the longest run, 0 for an empty list.
-  public private(set) var largestRunLength: UInt64
+  /// The last run, still open for coalescing; meaningful when `runCount > 0`.
+  @usableFromInline var open: Phyr
   @usableFromInline var runCount: Int
+  @usableFromInline var _totalLength: UInt64
+  @usableFromInline var _largestRunLength: UInt64
 
   /// Creates an empty list.
   public init() {
     chunks = []
-    totalLength = 0
-    largestRunLength = 0
+    open = Phyr(address: 0, length: 0)
     runCount = 0
+    _totalLength = 0
+    _largestRunLength = 0
   }
 
   /// Creates a list by appending `phyrs` in order, coalescing adjacent ones.
@@ -53,16 +59,38 @@ public struct PhyrList: Sendable, Hashable {
     for phyr in phyrs { try append(phyr) }
   }
 
+  /// The sum of all run lengths: the memory region's length.
+  ///
+  /// - Complexity: O(1).
+  @inlinable public var totalLength: UInt64 { _totalLength }
+
+  /// The length of the longest run, 0 for an empty list.
+  ///
+  /// - Complexity: O(1).
+  @inlinable public var largestRunLength: UInt64 { _largestRunLength }
+
   /// The physical address of the memory region's first byte, or `nil` for an
   /// empty list.
   ///
   /// - Complexity: O(1).
-  public var firstAddress: UInt64? { chunks.first?.first?.address }
+  @inlinable
+  public var firstAddress: UInt64? { isEmpty ? nil : self[0].address }
 
   /// The last run, or `nil` for an empty list.
   ///
   /// - Complexity: O(1).
-  public var lastRun: Phyr? { chunks.last?.last }
+  @inlinable
+  public var lastRun: Phyr? { isEmpty ? nil : open }
+
+  /// Bytes of run storage this list holds: the capacity of every chunk at
+  /// 16 bytes a run, plus 8 bytes per slot of the outer chunk array and the
+  /// open run. For comparing with ``DensePhyrList/byteCount``.
+  ///
+  /// - Complexity: O(number of chunks).
+  public var allocatedByteCount: Int {
+    let stride = MemoryLayout<Phyr>.stride
+    return chunks.reduce(chunks.capacity * 8 + stride) { $0 + $1.capacity * stride }
+  }
 
   /// Appends a range, extending the last run when the range starts exactly
   /// where that run ends.
@@ -71,34 +99,40 @@ public struct PhyrList: Sendable, Hashable {
   ///   ``PhyrError/totalLengthOverflow``. The list is unchanged on error.
   /// - Complexity: Amortised O(1); never copies earlier runs once their
   ///   chunk is full.
+  @inlinable
   public mutating func append(_ phyr: Phyr) throws(PhyrError) {
-    let phyr = try phyr.validated()
-    let (total, overflow) = totalLength.addingReportingOverflow(phyr.length)
+    if phyr.length == 0 { throw .zeroLength(phyr) }
+    if phyr.address.addingReportingOverflow(phyr.length).overflow { throw .rangeOverflow(phyr) }
+    let (total, overflow) = _totalLength.addingReportingOverflow(phyr.length)
     if overflow { throw .totalLengthOverflow }
-    totalLength = total
-    let lastChunk = chunks.count - 1
-    if lastChunk >= 0 {
-      let lastIndex = chunks[lastChunk].count - 1
-      if chunks[lastChunk][lastIndex].end == phyr.address {
-        // Cannot overflow: the merged run ends where `phyr` ends.
-        chunks[lastChunk][lastIndex].length += phyr.length
-        largestRunLength = Swift.max(largestRunLength, chunks[lastChunk][lastIndex].length)
-        return
-      }
-      if chunks[lastChunk].count < Self.chunkCapacity {
-        chunks[lastChunk].append(phyr)
-        runCount += 1
-        largestRunLength = Swift.max(largestRunLength, phyr.length)
-        return
+    _totalLength = total
+    if runCount != 0 && phyr.address == open.end {
+      // Cannot overflow: the merged run ends where `phyr` ends.
+      open.length += phyr.length
+      if open.length > _largestRunLength { _largestRunLength = open.length }
+      return
+    }
+    startRun(phyr)
+  }
+
+  /// Closes the open run into the chunks and opens `phyr`.
+  @usableFromInline
+  mutating func startRun(_ phyr: Phyr) {
+    if phyr.length > _largestRunLength { _largestRunLength = phyr.length }
+    if runCount != 0 {
+      let index = runCount - 1
+      if index & (Self.chunkCapacity - 1) != 0 {
+        chunks[chunks.count - 1].append(open)
+      } else {
+        var chunk = ContiguousArray<Phyr>()
+        // The first chunk grows on demand; later ones are full-size at once.
+        if index != 0 { chunk.reserveCapacity(Self.chunkCapacity) }
+        chunk.append(open)
+        chunks.append(chunk)
       }
     }
-    var chunk = ContiguousArray<Phyr>()
-    // The first chunk grows on demand; later ones are full-size from the start.
-    if lastChunk >= 0 { chunk.reserveCapacity(Self.chunkCapacity) }
-    chunk.append(phyr)
-    chunks.append(chunk)
+    open = phyr
     runCount += 1
-    largestRunLength = Swift.max(largestRunLength, phyr.length)
   }
 
   /// Appends `length` bytes at `address`; see ``append(_:)``.
@@ -120,16 +154,17 @@ public struct PhyrList: Sendable, Hashable {
     for (i, chunk) in chunks.enumerated() {
       if chunk.isEmpty { return false }
       if i < chunks.count - 1 && chunk.count != Self.chunkCapacity { return false }
-      for run in chunk {
-        if run.length == 0 || run.address.addingReportingOverflow(run.length).overflow {
-          return false
-        }
-        if previousEnd == run.address { return false }
-        previousEnd = run.end
-        total += run.length
-        largest = Swift.max(largest, run.length)
-        n += 1
+    }
+    if chunks.reduce(0, { $0 + $1.count }) != Swift.max(runCount - 1, 0) { return false }
+    for run in self {
+      if run.length == 0 || run.address.addingReportingOverflow(run.length).overflow {
+        return false
       }
+      if previousEnd == run.address { return false }
+      previousEnd = run.end
+      total += run.length
+      largest = Swift.max(largest, run.length)
+      n += 1
     }
     return total == totalLength && largest == largestRunLength && n == runCount
   }
@@ -152,30 +187,43 @@ extension PhyrList: RandomAccessCollection {
   @inlinable
   public subscript(position: Int) -> Phyr {
     precondition(position >= 0 && position < runCount, "PhyrList index out of range")
+    if position == runCount - 1 { return open }
     return chunks[position >> Self.chunkShift][position & (Self.chunkCapacity - 1)]
   }
 
-  /// Iterates chunk by chunk, without dividing an index per element.
+  /// Iterates chunk by chunk, without dividing an index per element, and
+  /// ends with the open run.
   public struct Iterator: IteratorProtocol {
     @usableFromInline let chunks: [ContiguousArray<Phyr>]
+    @usableFromInline let open: Phyr
     @usableFromInline var chunkIndex = 0
     @usableFromInline var runIndex = 0
+    @usableFromInline var openPending: Bool
 
-    @inlinable init(chunks: [ContiguousArray<Phyr>]) { self.chunks = chunks }
+    @inlinable
+    init(_ list: PhyrList) {
+      chunks = list.chunks
+      open = list.open
+      openPending = list.runCount != 0
+    }
 
     /// The next run, or `nil` after the last.
     ///
     /// - Complexity: O(1).
     @inlinable
     public mutating func next() -> Phyr? {
-      guard chunkIndex < chunks.count else { return nil }
-      let run = chunks[chunkIndex][runIndex]
-      runIndex += 1
-      if runIndex == chunks[chunkIndex].count {
-        runIndex = 0
-        chunkIndex += 1
+      if chunkIndex < chunks.count {
+        let run = chunks[chunkIndex][runIndex]
+        runIndex &+= 1
+        if runIndex == chunks[chunkIndex].count {
+          runIndex = 0
+          chunkIndex &+= 1
+        }
+        return run
       }
-      return run
+      guard openPending else { return nil }
+      openPending = false
+      return open
     }
   }
 
@@ -183,7 +231,7 @@ extension PhyrList: RandomAccessCollection {
   ///
   /// - Complexity: O(1).
   @inlinable
-  public func makeIterator() -> Iterator { Iterator(chunks: chunks) }
+  public func makeIterator() -> Iterator { Iterator(self) }
 }
 
 extension PhyrList: CustomStringConvertible {

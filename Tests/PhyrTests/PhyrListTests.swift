@@ -55,7 +55,7 @@ struct PhyrListTests {
       if i == 5 { try list.append(address: 5 * 0x2000 + 0x1000, length: 0x10) }
     }
     #expect(list.count == n)
-    #expect(list.chunks.count == 4)
+    #expect(list.chunks.count == 4 && list.chunks[3].count == 16)
     #expect(list._checkInvariants())
     var i = 0
     for run in list {
