@@ -130,16 +130,18 @@ extension PhyrList {
     // Runs are maximal, so every run after the first is a discontinuity:
     // mask in its IOVA start and its physical/IOVA difference.
     var mask = cap | (first ^ iova)
-    var position = iova
-    var isFirst = true
-    for chunk in chunks {
-      for run in chunk {
-        if !isFirst { mask |= position | (run.address ^ position) }
-        isFirst = false
-        position &+= run.length
+    if runCount > 1 {
+      // The first run is chunks[0][0]; the open run is the last.
+      var position = iova &+ chunks[0][0].length
+      for c in chunks.indices {
+        for i in (c == 0 ? 1 : 0)..<chunks[c].count {
+          let run = chunks[c][i]
+          mask |= position | (run.address ^ position)
+          position &+= run.length
+        }
       }
+      mask |= position | (open.address ^ position)
     }
-    if !isFirst { mask |= position | (open.address ^ position) }
     return RunConstraints.choose(mask: mask, bitmap: pageSizes.rawValue)
   }
 }

@@ -11,14 +11,16 @@
 ///   encoding), and frame numbers below 2^52 keep the word under 2^53.
 /// - **Wide** (bit 63 set, bit 62 clear, 16 bytes): the low 62 bits are the
 ///   length, the next word is the address; for a run with an interior edge
-///   that is not page-aligned.
+///   that is not page-aligned, or one that would need more than two chunks
+///   (so no run ever costs more than its 16-byte plain form).
 /// - **Huge** (bits 63 and 62 set, 24 bytes): the next two words are the
 ///   address and the length; only for runs of 2^62 bytes or more.
 ///
 /// The first run is encoded from its page start and the last to its page
 /// end; ``headOffset`` and ``tailTrim`` restore the exact bytes. A run that
 /// is not aligned to its own size splits into several chunks (pages 3..10
-/// become 3, 4-7, 8-9, 10), which decoding merges back: runs in a
+/// become 3, 4-7, 8-9, 10; beyond two chunks the run is stored wide
+/// instead), which decoding merges back: runs in a
 /// ``PhyrList`` are maximal, so merging adjacent chunks rebuilds exactly the
 /// runs that were encoded.
 ///
@@ -61,14 +63,17 @@ public struct DensePhyrList: Sendable, Hashable {
       let endPfn = (run.end >> Self.pageShift) + (run.end & (page - 1) == 0 ? 0 : 1)
       let headOK = i == 0 || run.address & (page - 1) == 0
       let tailOK = i == last || run.end & (page - 1) == 0
-      if headOK && tailOK && endPfn < (1 << 52) {
+      let wideWords = run.length < Self.hugeTag ? 2 : 3
+      if headOK && tailOK && endPfn < (1 << 52)
+        && Self.chunkCount(from: startPfn, to: endPfn, limit: wideWords) <= wideWords
+      {
         if i == 0 { headOffset = run.address & (page - 1) }
         if i == last { tailTrim = (endPfn << Self.pageShift) - run.end }
         appendChunks(from: startPfn, to: endPfn)
       } else {
         if i == 0 { headOffset = 0 }
         if i == last { tailTrim = 0 }
-        if run.length < Self.hugeTag {
+        if wideWords == 2 {
           words.append(Self.wideTag | run.length)
           words.append(run.address)
         } else {
@@ -78,6 +83,19 @@ public struct DensePhyrList: Sendable, Hashable {
         }
       }
     }
+  }
+
+  /// How many naturally aligned chunks cover frames `[start, end)`, counting
+  /// no further than `limit + 1`.
+  private static func chunkCount(from start: UInt64, to end: UInt64, limit: Int) -> Int {
+    var pfn = start
+    var n = 0
+    while pfn < end && n <= limit {
+      let order = Swift.min(pfn.trailingZeroBitCount, 63 - (end - pfn).leadingZeroBitCount)
+      pfn += 1 << UInt64(order)
+      n += 1
+    }
+    return n
   }
 
   /// Emits the naturally aligned power-of-two chunks covering frames

@@ -4,13 +4,18 @@ import Testing
 
 @Suite("Dense encoding")
 struct DenseTests {
-  @Test("Wilcox's example: pages 3..10 become 3, 4-7, 8-9, 10")
+  @Test("runs split into aligned chunks; more than two chunks are stored wide")
   func split() throws {
-    let list = try PhyrList([Phyr(address: 3 << 12, length: 8 << 12)])
-    let dense = DensePhyrList(list)
-    #expect(dense.words.count == 4)
-    #expect(dense.words.map { UInt64($0.trailingZeroBitCount) } == [0, 2, 1, 0])
-    #expect(dense.phyrList == list)
+    // Pages 4..11 are 4-7, 8-11: two compact words.
+    let two = try PhyrList([Phyr(address: 4 << 12, length: 8 << 12)])
+    let dense = DensePhyrList(two)
+    #expect(dense.words.map { UInt64($0.trailingZeroBitCount) } == [2, 2])
+    #expect(dense.phyrList == two)
+    // Wilcox's pages 3..10 would be 3, 4-7, 8-9, 10: four words, so wide.
+    let four = try PhyrList([Phyr(address: 3 << 12, length: 8 << 12)])
+    let wide = DensePhyrList(four)
+    #expect(wide.words == [1 << 63 | 8 << 12, 3 << 12])
+    #expect(wide.phyrList == four)
   }
 
   @Test("byte-exact first and last runs, wide and huge entries round-trip")
@@ -49,6 +54,15 @@ struct DenseTests {
       var list = PhyrList()
       for i in 0..<1000 as Range<UInt64> { try list.append(address: (2 * i + 1) * size, length: size) }
       #expect(DensePhyrList(list).byteCount == 8 * list.count)
+    }
+  }
+
+  @Test("never more than 16 bytes per run (24 only past 2^62 bytes)", arguments: [9] as [UInt64])
+  func bounded(seed: UInt64) throws {
+    var g = SplitMix64(seed: seed)
+    for _ in 0..<2_000 {
+      let list = try PhyrList(Layout.random(&g).phyrs)
+      #expect(DensePhyrList(list).byteCount <= 16 * list.count)
     }
   }
 }
