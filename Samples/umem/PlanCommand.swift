@@ -153,7 +153,8 @@ struct Plan: ParsableCommand {
         why: "starts at page offset \(Self.hex(first % 4096)), but --address has "
           + "\(Self.hex(address % 4096)); the first phyr must hold the first byte")
     }
-    return Input(address: address, list: list, policy: policy, pageSizes: PageSizes(pageSizeCap: bitmap))
+    return Input(
+      address: address, list: list, policy: policy, pageSizes: PageSizes(pageSizeCap: bitmap))
   }
 
   /// Parses hex (`0x...`) or decimal; `_` separators allowed.
@@ -185,7 +186,9 @@ struct Plan: ParsableCommand {
       "\"iova\":\(quoted(plan.iova))",
       "\"dmaOffset\":\(quoted(plan.dmaOffset))",
     ]
-    if let blocks { fields.append("\"blocks\":[" + blocks.map { quoted($0) }.joined(separator: ",") + "]") }
+    if let blocks {
+      fields.append("\"blocks\":[" + blocks.map { quoted($0) }.joined(separator: ",") + "]")
+    }
     return "{" + fields.joined(separator: ",") + "}"
   }
 
@@ -203,7 +206,9 @@ struct Plan: ParsableCommand {
     ]
     if let size = plan.pageSize {
       lines.append("page size      \(PageSizes.describe(size)) (\(hex(size)))")
-      lines.append("blocks         \(plan.blockCount), first \(quoted(firstBlock).dropFirst().dropLast()), last \(quoted(lastBlock).dropFirst().dropLast())")
+      lines.append(
+        "blocks         \(plan.blockCount), first \(quoted(firstBlock).dropFirst().dropLast()), last \(quoted(lastBlock).dropFirst().dropLast())"
+      )
       lines.append("dma offset     \(hex(plan.dmaOffset))")
     } else {
       lines.append("page size      none fits: the kernel would refuse this layout")

@@ -97,8 +97,11 @@ extension PageSizes {
   ///   address spaces; the first run may start mid-page, the last may end
   ///   mid-page.
   ///
-  /// Unlike the kernel, a bitmap without a size of 4 KiB or less is not an
-  /// error here; it simply yields fewer answers.
+  /// Bitmap bits are taken as given, as the spec says. Kernels since about
+  /// v5.10 also clear every size below `PAGE_SIZE` first (their block
+  /// iterator mishandles smaller ones), which no real HCA's `page_size_cap`
+  /// notices; old kernels also refused (with a warning) a bitmap without a
+  /// size of 4 KiB or less, which later kernels no longer do.
   ///
   /// - Throws: ``PhyrError`` for an empty, zero-length or overflowing phyr.
   /// - Complexity: O(*n*) for *n* phyrs; no allocation.

@@ -24,8 +24,10 @@ struct DenseTests {
       [Phyr(address: 0x1_0000_0100, length: 0x100)],
       [Phyr(address: 0x1_0000_0800, length: 0x1800), Phyr(address: 0x2_0000_0000, length: 0x123)],
       [Phyr(address: 0x1_0000_0800, length: 0x1000), Phyr(address: 0x2_0000_0000, length: 0x1000)],
-      [Phyr(address: 0x1000, length: 0x1000), Phyr(address: 0x5555, length: 0x10),
-       Phyr(address: 0x9000, length: 0x2000)],
+      [
+        Phyr(address: 0x1000, length: 0x1000), Phyr(address: 0x5555, length: 0x10),
+        Phyr(address: 0x9000, length: 0x2000),
+      ],
       [Phyr(address: 0, length: 1 << 62), Phyr(address: 1 << 63, length: 0x10)],
       [Phyr(address: 0x1000, length: UInt64.max - 0x1000)],
     ]
@@ -52,7 +54,9 @@ struct DenseTests {
   func bytesPerRun() throws {
     for size in [0x1000, 0x20_0000, 0x4000_0000] as [UInt64] {
       var list = PhyrList()
-      for i in 0..<1000 as Range<UInt64> { try list.append(address: (2 * i + 1) * size, length: size) }
+      for i in 0..<1000 as Range<UInt64> {
+        try list.append(address: (2 * i + 1) * size, length: size)
+      }
       #expect(DensePhyrList(list).byteCount == 8 * list.count)
     }
   }

@@ -170,7 +170,8 @@ struct OffsetAndDMATests {
   func planLimits() throws {
     // Two 2M pages, second at a 2M-only boundary: zero-based and any reach 2M.
     let list = try PhyrList([
-      Phyr(address: 0x1_4000_0000, length: 0x20_0000), Phyr(address: 0x1_8000_0000, length: 0x20_0000),
+      Phyr(address: 0x1_4000_0000, length: 0x20_0000),
+      Phyr(address: 0x1_8000_0000, length: 0x20_0000),
     ])
     let keep = list.planIOVA(.keep(0x7f00_0000_0000), pageSizes: .mlx5)
     #expect(keep.pageSize == 0x20_0000 && keep.blockCount == 2)
@@ -184,7 +185,8 @@ struct OffsetAndDMATests {
     // One run, smaller than the largest page: the length caps it.
     let one = try PhyrList([Phyr(address: 0x1_4000_0000, length: 0x3000)])
     let cap = one.planIOVA(.any, pageSizes: .mlx5)
-    #expect(cap.pageSize == 0x4000 && cap.blockCount == 1 && cap.limit == .lengthCap(window: 0x4000))
+    #expect(
+      cap.pageSize == 0x4000 && cap.blockCount == 1 && cap.limit == .lengthCap(window: 0x4000))
     #expect(cap.description.contains("fits in one 16K page"))
     let all = try PhyrList([Phyr(address: 0, length: 0x1_0000_0000)])
     #expect(all.planIOVA(.zeroBased, pageSizes: .mlx5).limit == .largestSupported)

@@ -39,7 +39,8 @@ struct PropertyTests {
       var layout = Layout.random(&g)
       if g.chance(50) { layout.iova = layout.phyrs[0].address }  // a valid size exists more often
       let list = try PhyrList(layout.phyrs)
-      guard let size = list.bestPageSize(iova: layout.iova, pageSizes: .init(rawValue: layout.bitmap))
+      guard
+        let size = list.bestPageSize(iova: layout.iova, pageSizes: .init(rawValue: layout.bitmap))
       else { continue }
       checked += 1
       if size >= 1 << 32 { big += 1 }
@@ -58,7 +59,8 @@ struct PropertyTests {
       #expect(j == Swift.min(count, 256))
       let blocks = try list.blocks(pageSize: size, iova: layout.iova)
       #expect(
-        blocks.last == Reference.block(layout.phyrs, iova: layout.iova, size: size, index: count - 1),
+        blocks.last
+          == Reference.block(layout.phyrs, iova: layout.iova, size: size, index: count - 1),
         "\(layout)")
       if count <= 256 { #expect(blocks.last == Array(blocks).last) }
     }
@@ -86,7 +88,10 @@ struct PropertyTests {
       let plan = list.planIOVA(.any, pageSizes: bitmap)
       let pa0 = layout.phyrs[0].address
       #expect(plan.iova % 4096 == pa0 % 4096, "\(layout)")
-      #expect(plan.pageSize.map { Reference.bestPageSize(layout.phyrs, iova: plan.iova, bitmap: layout.bitmap) == $0 } ?? true)
+      #expect(
+        plan.pageSize.map {
+          Reference.bestPageSize(layout.phyrs, iova: plan.iova, bitmap: layout.bitmap) == $0
+        } ?? true)
       // Candidates: the VA-like IOVA from the layout (with the page offset
       // fixed up), zero, the physical address, and random ones.
       var candidates = [layout.iova & ~4095 | pa0 % 4096, pa0 % 4096, pa0]

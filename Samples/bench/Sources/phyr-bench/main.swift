@@ -83,9 +83,10 @@ var rows: [[String]] = []
   print("\n" + title)
   let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }
   for r in rows {
-    print(zip(r, widths).enumerated().map { i, p in
-      i == 0 ? p.0 + String(repeating: " ", count: p.1 - p.0.count) : pad(p.0, p.1)
-    }.joined(separator: "  "))
+    print(
+      zip(r, widths).enumerated().map { i, p in
+        i == 0 ? p.0 + String(repeating: " ", count: p.1 - p.0.count) : pad(p.0, p.1)
+      }.joined(separator: "  "))
   }
   rows = []
 }
@@ -121,7 +122,9 @@ if wanted("best") {
 // MARK: Block iteration over 2^24 blocks
 
 if wanted("blocks") {
-  row("block iteration (4K)", "runs", "blocks", "Swift ns/blk", "C ns/blk", "Swift/C", "Swift ms/run", "allocs in loop")
+  row(
+    "block iteration (4K)", "runs", "blocks", "Swift ns/blk", "C ns/blk", "Swift/C", "Swift ms/run",
+    "allocs in loop")
   let layouts: [(String, PhyrList)] = [
     ("runs of 1..16 pages", scatteredRuns(pages: 1 << 24, maxPages: 16, seed: 2)),
     ("one 64 GiB run", try! PhyrList([Phyr(address: 1 << 40, length: 1 << 36)])),
@@ -183,7 +186,9 @@ if wanted("append") {
   precondition(swiftRuns == cRuns, "Swift and C disagree")
   let n = Double(frames.count)
   row("appends", "runs", "Swift ns/append", "C ns/append", "Swift/C", "Swift allocs")
-  row("\(frames.count) pages", "\(swiftRuns)", fmt(swiftNs / n), fmt(cNs / n), fmt(swiftNs / cNs), "\(allocs)")
+  row(
+    "\(frames.count) pages", "\(swiftRuns)", fmt(swiftNs / n), fmt(cNs / n), fmt(swiftNs / cNs),
+    "\(allocs)")
   printRows("Building a PhyrList (C: doubling {u64,u64} array)")
 }
 
@@ -230,4 +235,5 @@ if wanted("memory") {
   printRows("Memory per run (plain = PhyrList as allocated; dense = DensePhyrList payload)")
 }
 
-print("\n(sink \(sink & 0xff); best of \(repeats) runs each; allocs counted by the C malloc wrapper)")
+print(
+  "\n(sink \(sink & 0xff); best of \(repeats) runs each; allocs counted by the C malloc wrapper)")
