@@ -9,7 +9,7 @@ struct PropertyTests {
     var g = SplitMix64(seed: 0x5eed_0000 + seed)
     var found = 0
     var belowTop = 0
-    for _ in 0..<10_000 {
+    for _ in 0..<25_000 {
       let layout = Layout.random(&g)
       let list = try PhyrList(layout.phyrs)
       let bitmap = PageSizes(rawValue: layout.bitmap)
@@ -27,7 +27,7 @@ struct PropertyTests {
       }
     }
     // The generator must reach both outcomes often, or the test proves little.
-    #expect(found > 2_000 && belowTop > 1_000 && found < 9_000, "\(found) \(belowTop)")
+    #expect(found > 5_000 && belowTop > 2_500 && found < 22_000, "\(found) \(belowTop)")
   }
 
   @Test("blocks agree on random layouts", arguments: [1, 2] as [UInt64])
@@ -35,7 +35,7 @@ struct PropertyTests {
     var g = SplitMix64(seed: 0xb10c_0000 + seed)
     var checked = 0
     var big = 0
-    while checked < 3_000 {
+    while checked < 6_000 {
       var layout = Layout.random(&g)
       if g.chance(50) { layout.iova = layout.phyrs[0].address }  // a valid size exists more often
       let list = try PhyrList(layout.phyrs)
@@ -65,6 +65,36 @@ struct PropertyTests {
       if count <= 256 { #expect(blocks.last == Array(blocks).last) }
     }
     #expect(big > 0, "some blocks of 4 GiB or more were exercised")
+  }
+
+  @Test("appending coalesces exactly like the reference merge", arguments: [5] as [UInt64])
+  func coalescing(seed: UInt64) throws {
+    var g = SplitMix64(seed: 0xc0a1_e500 + seed)
+    for _ in 0..<3_000 {
+      let phyrs = Layout.random(&g).phyrs
+      let list = try PhyrList(phyrs)
+      let merged = Reference.runs(phyrs)
+      #expect(list.map(\.address) == merged.map(\.pa))
+      #expect(list.map(\.length) == merged.map(\.len))
+      #expect(list.largestRunLength == merged.map(\.len).max())
+      #expect(list._checkInvariants())
+    }
+  }
+
+  @Test("the page-offset variant is the plain search at firstAddress & mask")
+  func pageOffsetVariant() throws {
+    var g = SplitMix64(seed: 0x9a9e_0ff5)
+    for _ in 0..<3_000 {
+      let layout = Layout.random(&g)
+      let list = try PhyrList(layout.phyrs)
+      // Offset fields of 1 to 16 bits in units of 2^0 to 2^8 bytes.
+      let unit = g.below(9)
+      let mask: UInt64 = ((1 << (1 + g.below(16))) - 1) << unit
+      let expected = Reference.bestPageSize(
+        layout.phyrs, iova: layout.phyrs[0].address & mask, bitmap: layout.bitmap)
+      let got = list.bestPageSize(pageOffsetMask: mask, pageSizes: .init(rawValue: layout.bitmap))
+      #expect((got ?? 0) == expected, "\(layout) mask \(hex(mask))")
+    }
   }
 
   @Test("blocks for sizes the layout does not allow follow the kernel's walk")
