@@ -78,10 +78,15 @@ extension PhyrList {
   /// space, which forces `firstAddress + offset` of that run to be a multiple
   /// of *P*: so the best *P* does not depend on the IOVA, and any IOVA
   /// congruent to the first byte modulo it reaches it. The planner takes the
-  /// smallest such IOVA, `firstAddress mod max(P, 4096)`; the block count for a given
-  /// size depends only on the IOVA modulo that size, so no IOVA needs fewer
-  /// blocks. The result keeps `iova mod 4096 == address mod 4096`, which the
-  /// kernel's uverbs layer requires.
+  /// smallest such IOVA, `firstAddress mod max(P, 4096)`; the block count
+  /// for a given size depends only on the IOVA modulo that size, so no IOVA
+  /// needs fewer blocks. When the whole range then fits in one smaller page,
+  /// the kernel's length rule picks that smaller page (still one block), and
+  /// the plan reports it. The result keeps `iova mod 4096 == address mod
+  /// 4096`, which the kernel's uverbs layer requires.
+  ///
+  /// ``IOVAPolicy/keep(_:)`` and ``IOVAPolicy/zeroBased`` only evaluate and
+  /// explain the given IOVA, as the kernel would.
   ///
   /// - Complexity: O(*n*) for *n* runs; no allocation.
   public func planIOVA(_ policy: IOVAPolicy, pageSizes: PageSizes) -> IOVAPlan {

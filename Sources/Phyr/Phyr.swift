@@ -1,3 +1,16 @@
+// The Phyr module: pure Swift arithmetic for RDMA memory registration, no
+// Glibc and no C. What lives where:
+//   Phyr.swift, PhyrError.swift   the range type and the input errors
+//   PhyrList.swift                coalescing list in chunked storage
+//   DensePhyrList.swift           8-byte-per-chunk encoding of a list
+//   PageSizes.swift               page_size_cap as an OptionSet
+//   BestPageSize.swift            ib_umem_find_best_pgsz
+//   Blocks.swift                  ib_umem_num_dma_blocks, ib_umem_dma_offset,
+//                                 rdma_umem_for_each_dma_block
+//   PageOffset.swift              ib_umem_find_best_pgoff
+//   IOVAPlan.swift                IOVA choice (beyond the kernel)
+//   DMAList.swift                 the dma_map_phyr step
+
 /// A physical (or DMA) address range: the unit the "Phyr Starter" discussion
 /// proposed in place of scatterlist entries, and what the kernel later merged
 /// as `struct phys_vec { paddr, len }`.
