@@ -1,0 +1,62 @@
+# ci/lib/common.sh: shared helpers for the ci/ scripts. Source it; do not run it.
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+#
+# Sets UMEM_REPO (the repository root) and puts the tools the scripts need on
+# PATH: the Swift toolchain (if it lives in /opt/swift and is not on PATH yet)
+# and virtme-ng's `vng` (pip may put it in pyenv shims or ~/.local/bin).
+
+UMEM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+umem_log() { printf '%s\n' "ci: $*" >&2; }
+umem_die() { printf '%s\n' "ci: error: $*" >&2; exit "${UMEM_DIE_STATUS:-2}"; }
+
+umem_path_prepend() {
+  # Adds a directory to the front of PATH once, if it exists.
+  [ -d "$1" ] || return 0
+  case ":$PATH:" in *":$1:"*) ;; *) PATH="$1:$PATH" ;; esac
+}
+
+umem_fix_path() {
+  if ! command -v vng >/dev/null 2>&1; then
+    umem_path_prepend "$HOME/.local/bin"
+    umem_path_prepend "${PYENV_ROOT:-$HOME/.pyenv}/shims"
+  fi
+  if ! command -v swift >/dev/null 2>&1; then
+    umem_path_prepend /opt/swift/usr/bin
+  fi
+  export PATH
+}
+
+# Runs a command as root: directly when we are root, else through sudo -n.
+umem_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+# umem_count_tests LOGFILE: reads Swift Testing console output and prints
+# "PASSED FAILED SKIPPED TOTAL" where TOTAL is N from the final
+# "Test run with N tests ..." line, or -1 when that line is missing (the
+# bundle crashed or was killed). Lines it counts (after removing ANSI colour
+# codes and carriage returns; the leading glyph is ignored):
+#   <glyph> Test NAME passed after S seconds[ with ...].   -> passed
+#   <glyph> Test NAME failed after S seconds with N issues. -> failed
+#   <glyph> Test NAME skipped[: "reason"].                  -> skipped
+#   <glyph> Test NAME was cancelled after S seconds[...]    -> skipped
+# Suite lines and "Test run with ..." are not tests and are not counted.
+umem_count_tests() {
+  sed -e 's/\x1b\[[0-9;]*m//g' -e 's/\r$//' -- "$1" | awk '
+    BEGIN { p = 0; f = 0; s = 0; total = -1 }
+    / Test run with [0-9]+ tests? / {
+      for (i = 1; i <= NF; i++) if ($i == "with") { total = $(i + 1); break }
+      next
+    }
+    / recorded an? (issue|known issue|warning)/ { next }
+    /^[^ ]+ Test .* passed after [0-9.]+ seconds/   { p++; next }
+    /^[^ ]+ Test .* failed after [0-9.]+ seconds/   { f++; next }
+    /^[^ ]+ Test .* was cancelled after /           { s++; next }
+    /^[^ ]+ Test .* skipped(\.|:)/                  { s++; next }
+    END { print p, f, s, total }
+  '
+}
+
+umem_fix_path
