@@ -78,12 +78,14 @@ extension PhyrList {
   /// space, which forces `firstAddress + offset` of that run to be a multiple
   /// of *P*: so the best *P* does not depend on the IOVA, and any IOVA
   /// congruent to the first byte modulo it reaches it. The planner takes the
-  /// smallest such IOVA, `firstAddress mod max(P, 4096)`; the block count
+  /// IOVA `firstAddress mod max(P, 4096)`; the block count
   /// for a given size depends only on the IOVA modulo that size, so no IOVA
   /// needs fewer blocks. When the whole range then fits in one smaller page,
   /// the kernel's length rule picks that smaller page (still one block), and
-  /// the plan reports it. The result keeps `iova mod 4096 == address mod
-  /// 4096`, which the kernel's uverbs layer requires.
+  /// the plan reports it. Finally the planner drops the IOVA bits above the
+  /// chosen size, which changes nothing the kernel computes, so the IOVA is
+  /// below `max(pageSize, 4096)`. The result keeps `iova mod 4096 == address
+  /// mod 4096`, which the kernel's uverbs layer requires.
   ///
   /// ``IOVAPolicy/keep(_:)`` and ``IOVAPolicy/zeroBased`` only evaluate and
   /// explain the given IOVA, as the kernel would.
@@ -109,7 +111,13 @@ extension PhyrList {
       let allowed = pageSizes.atMost(bits >= 64 ? 1 << 63 : 1 << UInt64(bits))
       // Keep the 4 KiB page offset too: uverbs requires it.
       let granule = Swift.max(allowed.largest ?? 4096, 4096)
-      iova = first & (granule - 1)
+      let plan = evaluate(iova: first & (granule - 1), policy: policy, pageSizes: pageSizes)
+      // Only the IOVA modulo the chosen size matters (for the constraints,
+      // the block count and, inside one page, the length rule), so drop the
+      // higher bits: V10's layout gets IOVA 0x1000 rather than 0x40001000.
+      let chosen = Swift.max(plan.pageSize ?? 4096, 4096)
+      iova = first & (chosen - 1)
+      if iova == plan.iova { return plan }
     }
     return evaluate(iova: iova, policy: policy, pageSizes: pageSizes)
   }

@@ -188,6 +188,11 @@ struct OffsetAndDMATests {
     #expect(
       cap.pageSize == 0x4000 && cap.blockCount == 1 && cap.limit == .lengthCap(window: 0x4000))
     #expect(cap.description.contains("fits in one 16K page"))
+    #expect(cap.iova == 0)
+    // V10's layout: the planner finds the kernel's 16K page at IOVA 0x1000.
+    let v10 = try PhyrList([Phyr(address: 0x1_4000_1000, length: 0x3000)])
+    let v10Plan = v10.planIOVA(.any, pageSizes: .mlx5)
+    #expect(v10Plan.iova == 0x1000 && v10Plan.pageSize == 0x4000 && v10Plan.blockCount == 1)
     let all = try PhyrList([Phyr(address: 0, length: 0x1_0000_0000)])
     #expect(all.planIOVA(.zeroBased, pageSizes: .mlx5).limit == .largestSupported)
     #expect(PhyrList().planIOVA(.any, pageSizes: .mlx5).limit == .empty)

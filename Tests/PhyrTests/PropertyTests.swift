@@ -111,13 +111,14 @@ struct PropertyTests {
   @Test("the planner's any-IOVA choice is never beaten by another IOVA")
   func planner() throws {
     var g = SplitMix64(seed: 0x1070_0001)
-    for _ in 0..<2_000 {
+    for _ in 0..<5_000 {
       let layout = Layout.random(&g)
       let list = try PhyrList(layout.phyrs)
       let bitmap = PageSizes(rawValue: layout.bitmap)
       let plan = list.planIOVA(.any, pageSizes: bitmap)
       let pa0 = layout.phyrs[0].address
       #expect(plan.iova % 4096 == pa0 % 4096, "\(layout)")
+      #expect(plan.iova < Swift.max(plan.pageSize ?? 0, 4096), "\(layout) \(plan)")
       #expect(
         plan.pageSize.map {
           Reference.bestPageSize(layout.phyrs, iova: plan.iova, bitmap: layout.bitmap) == $0
