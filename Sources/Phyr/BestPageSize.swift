@@ -4,7 +4,8 @@
 func bitLength(_ x: UInt64) -> Int { x == 0 ? 1 : 64 - x.leadingZeroBitCount }
 
 /// The alignment constraints of a run list for one IOVA, split by cause so
-/// that callers can both decide (``combined``) and explain (the IOVA planner).
+/// that callers can both decide (``choose(mask:bitmap:)``) and explain (the
+/// IOVA planner).
 @usableFromInline
 struct RunConstraints {
   /// Bits where the first byte's physical address and the IOVA differ.
