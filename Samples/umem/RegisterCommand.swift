@@ -1,7 +1,120 @@
 import ArgumentParser
 import Verbs
 
+/// `umem register`: allocate a buffer, register it, report, deregister.
 struct Register: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Register a buffer and report keys and timing.")
-  func run() throws {}
+  static let configuration = CommandConfiguration(
+    abstract: "Register a page-aligned buffer and report its keys and the time it took.")
+
+  @Option(help: "Buffer size: 4096, 0x1000, 64K, 16M, 1G.") var size: String
+  @Option(help: "Comma-separated access flags: \(MemoryAccess.named.map(\.name).joined(separator: ",")) or none.")
+  var access = "local-write"
+  @Option(help: "IOVA for the first byte (default: the buffer's address).") var iova: String?
+  @Option(help: "Device name (default: the first device).") var device: String?
+  @Option(help: "Register and deregister this many times and report the mean.") var cycles: Int = 1
+  @Flag(help: "Print one JSON object.") var json = false
+
+  func validate() throws {
+    guard let bytes = parseSize(size), bytes > 0, bytes <= UInt64(Int.max) else {
+      throw ValidationError("--size '\(size)' is not a positive size such as 4096, 64K, 16M or 1G")
+    }
+    _ = bytes
+    guard MemoryAccess(parsing: access) != nil else {
+      throw ValidationError("--access '\(access)' has an unknown flag; known: \(MemoryAccess.named.map(\.name).joined(separator: ","))")
+    }
+    if let iova, parseNumber(iova) == nil {
+      throw ValidationError("--iova '\(iova)' is not a number (hex 0x... or decimal)")
+    }
+    guard cycles >= 1 else { throw ValidationError("--cycles must be at least 1") }
+  }
+
+  func run() throws {
+    let bytes = Int(parseSize(size)!)
+    let flags = MemoryAccess(parsing: access)!
+    let chosenIOVA = iova.flatMap(parseNumber)
+    do {
+      let context = try DeviceContext.open(name: device)
+      let deviceName = context.name
+      let pd = try context.allocateProtectionDomain()
+      let buffer = try PageAlignedBuffer(byteCount: bytes)
+      let before = MemoryLockStatus.current()
+      let report = try measure(pd: pd, buffer: buffer, access: flags, iova: chosenIOVA)
+      let after = MemoryLockStatus.current()
+      if json {
+        print(JSON.object([
+          ("device", .string(deviceName)), ("address", .string(hex(report.address))),
+          ("length", .unsigned(UInt64(bytes))), ("iova", .string(hex(report.iova))),
+          ("access", .string(flags.description)), ("lkey", .string(hex(UInt64(report.lkey)))),
+          ("rkey", .string(hex(UInt64(report.rkey)))), ("cycles", .number(Int64(cycles))),
+          ("registerNanoseconds", .double(report.registerNanoseconds)),
+          ("deregisterNanoseconds", .double(report.deregisterNanoseconds)),
+          ("pinnedBytesBefore", .unsigned(before.pinnedBytes)),
+          ("pinnedBytesAfter", .unsigned(after.pinnedBytes)),
+        ]).text)
+      } else {
+        print("device      \(deviceName)")
+        print("address     \(hex(report.address))")
+        print("length      \(bytes) (\(humanBytes(UInt64(bytes))))")
+        print("iova        \(hex(report.iova))")
+        print("access      \(flags)")
+        print("lkey        \(hex(UInt64(report.lkey)))")
+        print("rkey        \(hex(UInt64(report.rkey)))")
+        let note = cycles > 1 ? " (mean of \(cycles) cycles)" : ""
+        print("register    \(format(report.registerNanoseconds))\(note)")
+        print("deregister  \(format(report.deregisterNanoseconds))\(note)")
+        print("pinned      \(before.pinnedBytes / 1024) KiB before, \(after.pinnedBytes / 1024) KiB after")
+      }
+    } catch {
+      printError("umem register: \(error)")
+      throw ExitCode(1)
+    }
+  }
+
+  struct Report {
+    var address: UInt64
+    var iova: UInt64
+    var lkey: UInt32
+    var rkey: UInt32
+    var registerNanoseconds: Double
+    var deregisterNanoseconds: Double
+  }
+
+  func measure(
+    pd: borrowing ProtectionDomain, buffer: borrowing PageAlignedBuffer, access: MemoryAccess,
+    iova: UInt64?
+  ) throws(VerbsError) -> Report {
+    let clock = ContinuousClock()
+    var registerTotal = Duration.zero
+    var deregisterTotal = Duration.zero
+    var report = Report(address: buffer.address, iova: 0, lkey: 0, rkey: 0,
+                        registerNanoseconds: 0, deregisterNanoseconds: 0)
+    for _ in 0..<cycles {
+      let t0 = clock.now
+      let mr = try pd.register(buffer, access: access, iova: iova)
+      let t1 = clock.now
+      report.iova = mr.iova
+      report.lkey = mr.lkey
+      report.rkey = mr.rkey
+      try mr.deregister()
+      let t2 = clock.now
+      registerTotal += t1 - t0
+      deregisterTotal += t2 - t1
+    }
+    report.registerNanoseconds = registerTotal.nanoseconds / Double(cycles)
+    report.deregisterNanoseconds = deregisterTotal.nanoseconds / Double(cycles)
+    return report
+  }
+
+  func format(_ nanoseconds: Double) -> String {
+    nanoseconds >= 1_000_000
+      ? "\((nanoseconds / 1_000_000 * 1000).rounded() / 1000) ms"
+      : "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
+  }
+}
+
+extension Duration {
+  var nanoseconds: Double {
+    let (seconds, attoseconds) = components
+    return Double(seconds) * 1e9 + Double(attoseconds) / 1e9
+  }
 }
