@@ -60,11 +60,15 @@ public struct MemoryRegion: ~Copyable, ~Escapable {
   public var access: MemoryAccess { MemoryAccess(rawValue: accessBits) }
 
   /// A local scatter/gather entry for `count` bytes at `offset` into the region.
+  ///
+  /// Addresses inside a region are IOVAs for local work requests too, so the
+  /// entry starts at `iova + offset` (equal to the virtual address unless the
+  /// region was registered at a chosen IOVA).
   public func scatterGather(offset: Int = 0, count: Int? = nil) -> ScatterGatherElement {
     let count = count ?? (length - offset)
     precondition(offset >= 0 && count >= 0 && offset + count <= length, "slice outside the region")
     precondition(count <= Int(UInt32.max), "one scatter/gather entry covers at most 4 GiB - 1")
-    return ScatterGatherElement(address: address + UInt64(offset), length: UInt32(count), lkey: lkey)
+    return ScatterGatherElement(address: iova + UInt64(offset), length: UInt32(count), lkey: lkey)
   }
 
   /// What a peer needs to reach this region: IOVA, length and rkey.

@@ -33,27 +33,30 @@ struct ResourceSnapshot: Equatable, CustomStringConvertible {
       memoryRegions: countOwn("mr"), protectionDomains: countOwn("pd"))
   }
 
-  /// Lines of `rdma resource show KIND` that name this process's pid.
+  /// User-space entries (those with a `pid`) of `rdma resource show KIND`.
+  ///
+  /// The kernel records the creating thread's id, not the process id, so
+  /// this counts every user entry; device suites run serialized, alone on
+  /// their device (ci/rxe's VM runs nothing else). Uses `popen`, which
+  /// leaves no descriptor behind, unlike `Process`.
   static func countOwn(_ kind: String) -> Int {
-    let pid = String(getpid())
-    guard let output = run(["rdma", "resource", "show", kind]) else { return -1 }
+    guard let output = shell("rdma resource show \(kind) 2>/dev/null") else { return -1 }
     return output.split(separator: "\n").filter { line in
-      let words = line.split(separator: " ")
-      return zip(words, words.dropFirst()).contains { $0 == "pid" && $1 == pid }
+      line.split(separator: " ").contains("pid")
     }.count
   }
 
-  static func run(_ arguments: [String]) -> String? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    do { try process.run() } catch { return nil }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+  static func shell(_ command: String) -> String? {
+    guard let pipe = popen(command, "r") else { return nil }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = fread(&buffer, 1, buffer.count, pipe)
+      if n <= 0 { break }
+      bytes.append(contentsOf: buffer[0..<n])
+    }
+    pclose(pipe)
+    return String(decoding: bytes, as: UTF8.self)
   }
 
   var description: String {

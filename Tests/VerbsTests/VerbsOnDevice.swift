@@ -69,6 +69,9 @@ struct VerbsOnDevice {
       let buffer = try PageAlignedBuffer(byteCount: 64 << 10)
       try expectNoLeaks("register \(access)") {
         let mr = try pd.register(buffer, access: access)
+        // The leak checks are only as good as the counter: it must see this MR.
+        #expect(ResourceSnapshot.countOwn("mr") == 1)
+        #expect(ResourceSnapshot.countOwn("pd") == 1)
         #expect(mr.address == buffer.address)
         #expect(mr.length == 64 << 10)
         #expect(mr.iova == buffer.address)
@@ -93,6 +96,7 @@ struct VerbsOnDevice {
       unsafeAddress: buffer.baseAddress + 0x123, length: 5000, access: .localWrite, iova: 0x5123)
     #expect(inner.iova == 0x5123)
     #expect(inner.length == 5000)
+    #expect(inner.scatterGather(offset: 0x10, count: 1).address == 0x5133)
   }
 
   @Test func dropReleasesEverything() throws {
@@ -219,7 +223,7 @@ struct VerbsOnDevice {
     try a.connect(to: endB, from: endA)
     try b.connect(to: endA, from: endB)
 
-    let size = 64 << 10
+    let size = 128 << 10
     let bufferA = try PageAlignedBuffer(byteCount: size)
     let bufferB = try PageAlignedBuffer(byteCount: size)
     let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
@@ -265,15 +269,17 @@ struct VerbsOnDevice {
     #expect(immediate[0].opcode == .receiveRDMAWithImmediate)
 
     // Atomics on an 8-byte word of B.
-    bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: 60000 - 60000 % 8)
-    let word = mrB.remote.advanced(by: UInt64(60000 - 60000 % 8))
+    let wordOffset = 60000  // 8-byte aligned, as atomics require
+    bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
+    let word = mrB.remote.advanced(by: UInt64(wordOffset))
     try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
     try cqA.wait(for: 1)[0].checkSuccess()
     #expect(bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
     try a.postSend(
       .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8), id: 8)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferB.load(59992..<60000) == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
+    #expect(bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
+    #expect(bufferB.load(wordOffset..<(wordOffset + 8)) == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
 
     // A bad rkey is a completion error, not a crash.
     try a.postSend(
