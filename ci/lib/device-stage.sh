@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Usage: ci/rxe ci/lib/device-stage.sh
+#
+# The device part of ci/test, run once where an rxe device exists (usually one
+# VM boot): the test bundle's OnDevice suites, then every executable script in
+# ci/smoke/ in name order. Writes its results for ci/test to $UMEM_CI_RESULTS
+# (default $UMEM_OUT/ci-test):
+#   guest-start       "EPOCH UPTIME" when this script started
+#   device.log        Swift Testing output;  device.xml  its xUnit report
+#   device.status     the bundle's exit status;  device.seconds
+#   smoke.log         all smoke output;  smoke.results  "NAME STATUS SECONDS" lines
+# Environment: UMEM_SCRATCH (build folder, default .build),
+# UMEM_DEVICE_TEST_TIMEOUT (default 540 s), UMEM_SMOKE_TIMEOUT (default 180 s
+# per script).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 125
+res=${UMEM_CI_RESULTS:-${UMEM_OUT:-ci/out}/ci-test}
+mkdir -p "$res"
+echo "$(date +%s.%N) $(cut -d' ' -f1 /proc/uptime 2>/dev/null || echo 0)" >"$res/guest-start"
+
+scratch=${UMEM_SCRATCH:-.build}
+bundle=$(ls -d "$scratch"/debug/*PackageTests.xctest 2>/dev/null | head -n 1)
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
+t=$(now)
+if [ -n "$bundle" ] && [ -x "$bundle" ]; then
+  timeout -k 20 "${UMEM_DEVICE_TEST_TIMEOUT:-540}" \
+    "$bundle" --testing-library swift-testing --filter OnDevice \
+    --xunit-output "$res/device.xml" 2>&1 | tee "$res/device.log"
+  echo "${PIPESTATUS[0]}" >"$res/device.status"
+else
+  echo "device-stage: no test bundle under $scratch/debug (build first)" | tee "$res/device.log"
+  echo 127 >"$res/device.status"
+fi
+elapsed "$t" >"$res/device.seconds"
+
+echo "==> smoke tests: ci/smoke/*"
+: >"$res/smoke.results"
+: >"$res/smoke.log"
+export UMEM_SCRATCH=$scratch UMEM_BIN=$scratch/debug
+for script in ci/smoke/*; do
+  [ -f "$script" ] && [ -x "$script" ] || continue
+  name=$(basename "$script")
+  echo "--> smoke $name" | tee -a "$res/smoke.log"
+  t=$(now)
+  timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-180}" "$script" 2>&1 | tee -a "$res/smoke.log"
+  status=${PIPESTATUS[0]}
+  secs=$(elapsed "$t")
+  if [ "$status" -eq 0 ]; then word=passed; else word="FAILED (exit $status)"; fi
+  echo "<-- smoke $name $word after ${secs}s" | tee -a "$res/smoke.log"
+  echo "$name $status $secs" >>"$res/smoke.results"
+done
+sync
+exit 0
