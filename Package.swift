@@ -12,7 +12,11 @@ let package = Package(
   products: [
     .library(name: "Phyr", targets: ["Phyr"]),
     .library(name: "Verbs", targets: ["Verbs"]),
+    .library(name: "Umem", targets: ["Umem"]),
+    .library(name: "RDMACM", targets: ["RDMACM"]),
     .executable(name: "umem", targets: ["umem"]),
+    .executable(name: "rping", targets: ["rping"]),
+    .executable(name: "rdma-perf", targets: ["rdma-perf"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -25,16 +29,35 @@ let package = Package(
     ),
     .target(name: "Phyr"),
     .target(name: "Verbs", dependencies: ["CRDMA"], swiftSettings: lifetimes),
+    .target(name: "Umem", dependencies: ["Phyr", "Verbs"], swiftSettings: lifetimes),
+    .target(name: "RDMACM", dependencies: ["CRDMA", "Verbs"], swiftSettings: lifetimes),
     .executableTarget(
       name: "umem",
       dependencies: [
-        "Phyr", "Verbs",
+        "Phyr", "Verbs", "Umem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/umem",
       swiftSettings: lifetimes
     ),
+    .executableTarget(
+      name: "rping",
+      dependencies: ["RDMACM", "Verbs"],
+      path: "Samples/rping",
+      swiftSettings: lifetimes
+    ),
+    .executableTarget(
+      name: "rdma-perf",
+      dependencies: [
+        "RDMACM", "Verbs", "Umem", "Phyr",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Samples/rdma-perf",
+      swiftSettings: lifetimes
+    ),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
     .testTarget(name: "VerbsTests", dependencies: ["Verbs"], swiftSettings: lifetimes),
+    .testTarget(name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr"], swiftSettings: lifetimes),
+    .testTarget(name: "RDMACMTests", dependencies: ["RDMACM", "Verbs"], swiftSettings: lifetimes),
   ]
 )

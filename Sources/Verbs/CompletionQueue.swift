@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 #if canImport(Glibc)
   import Glibc
@@ -9,8 +9,8 @@ internal import CRDMA
 /// Wraps `struct ibv_cq` and `struct ibv_comp_channel`
 /// (`ibv_create_cq`, `ibv_create_comp_channel`, `ibv_destroy_cq`).
 public struct CompletionQueue: ~Copyable, ~Escapable {
-  let raw: UnsafeMutablePointer<ibv_cq>
-  let channel: UnsafeMutablePointer<ibv_comp_channel>
+  package let raw: UnsafeMutablePointer<ibv_cq>
+  package let channel: UnsafeMutablePointer<ibv_comp_channel>
 
   @_lifetime(borrow context)
   init(context: borrowing DeviceContext, entries: Int) throws(VerbsError) {

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 #if canImport(Glibc)
   import Glibc

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// What a device can do, from `ibv_query_device_ex` (`struct ibv_device_attr_ex`).
 public struct DeviceAttributes: Sendable, Hashable {

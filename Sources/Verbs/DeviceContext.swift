@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// An open RDMA device: the root every other verbs resource hangs from.
 ///
@@ -6,7 +6,7 @@ internal import CRDMA
 /// and `ibv_close_device`. Protection domains and completion queues borrow
 /// the context, so the compiler rejects any that could outlive it.
 public struct DeviceContext: ~Copyable {
-  let raw: UnsafeMutablePointer<ibv_context>
+  package let raw: UnsafeMutablePointer<ibv_context>
 
   init(raw: UnsafeMutablePointer<ibv_context>) { self.raw = raw }
 

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// Whether registered memory needs protecting from `fork()`.
 ///

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// Registered memory: pinned, translated, and usable by the HCA.
 /// Wraps `struct ibv_mr`; released exactly once with `ibv_dereg_mr`, either
@@ -7,7 +7,7 @@ internal import CRDMA
 /// A region borrows its ``ProtectionDomain`` (and its ``PageAlignedBuffer``
 /// when registered from one), so it can outlive neither.
 public struct MemoryRegion: ~Copyable, ~Escapable {
-  let raw: UnsafeMutablePointer<ibv_mr>
+  package let raw: UnsafeMutablePointer<ibv_mr>
   /// The address peers use for the first byte.
   public let iova: UInt64
   var accessBits: UInt32

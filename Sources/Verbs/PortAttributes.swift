@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// The state of one device port, from `ibv_query_port` (`struct ibv_port_attr`).
 public struct PortAttributes: Sendable, Hashable {

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 #if canImport(Glibc)
   import Glibc
@@ -10,7 +10,7 @@ internal import CRDMA
 /// It borrows its ``DeviceContext``; memory regions and queue pairs borrow it
 /// in turn, so none of them can outlive it, and it cannot outlive the context.
 public struct ProtectionDomain: ~Copyable, ~Escapable {
-  let raw: UnsafeMutablePointer<ibv_pd>
+  package let raw: UnsafeMutablePointer<ibv_pd>
 
   @_lifetime(borrow context)
   init(raw: UnsafeMutablePointer<ibv_pd>, context: borrowing DeviceContext) { self.raw = raw }

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// Sizes of a queue pair's send and receive queues (`struct ibv_qp_cap`).
 public struct QueuePairCapacity: Sendable, Hashable {
@@ -83,7 +83,7 @@ public enum SendOperation: Sendable, Hashable {
 /// and destroyed exactly once with `ibv_destroy_qp`. It borrows its domain
 /// and both completion queues.
 public struct QueuePair: ~Copyable, ~Escapable {
-  let raw: UnsafeMutablePointer<ibv_qp>
+  package let raw: UnsafeMutablePointer<ibv_qp>
 
   @_lifetime(borrow pd, borrow sendCompletions, borrow receiveCompletions)
   init(
@@ -310,7 +310,7 @@ public struct QueuePair: ~Copyable, ~Escapable {
 
 /// A non-owning view of a context, for queries made on behalf of a child.
 struct DeviceContextView {
-  let raw: UnsafeMutablePointer<ibv_context>?
+  package let raw: UnsafeMutablePointer<ibv_context>?
 
   func port(_ number: Int) throws(VerbsError) -> PortAttributes {
     var attr = ibv_port_attr()

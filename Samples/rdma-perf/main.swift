@@ -1,0 +1,1 @@
+print("rdma-perf: not implemented yet")

@@ -1,0 +1,1 @@
+print("rping: not implemented yet")

@@ -1,0 +1,3 @@
+internal import CRDMA
+/// Connection management over librdmacm (issue 5).
+public enum RDMACMModule {}

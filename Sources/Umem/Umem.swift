@@ -1,0 +1,2 @@
+/// Pins user memory into phyr lists (issue 4).
+public enum UmemModule {}

@@ -1,0 +1,3 @@
+import Testing
+@testable import RDMACM
+@Test func rdmacmPlaceholder() {}

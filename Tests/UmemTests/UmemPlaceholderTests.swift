@@ -1,0 +1,3 @@
+import Testing
+@testable import Umem
+@Test func umemPlaceholder() {}
