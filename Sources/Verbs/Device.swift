@@ -1,4 +1,4 @@
-package import CRDMA
+internal import CRDMA
 
 #if canImport(Glibc)
   import Glibc

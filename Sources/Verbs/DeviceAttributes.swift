@@ -1,4 +1,4 @@
-package import CRDMA
+internal import CRDMA
 
 /// What a device can do, from `ibv_query_device_ex` (`struct ibv_device_attr_ex`).
 public struct DeviceAttributes: Sendable, Hashable {

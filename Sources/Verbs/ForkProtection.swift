@@ -1,4 +1,4 @@
-package import CRDMA
+internal import CRDMA
 
 /// Whether registered memory needs protecting from `fork()`.
 ///

@@ -1,4 +1,4 @@
-package import CRDMA
+internal import CRDMA
 
 /// What a memory region lets the local and remote sides do
 /// (`enum ibv_access_flags`).

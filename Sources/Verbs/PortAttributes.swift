@@ -1,4 +1,4 @@
-package import CRDMA
+internal import CRDMA
 
 /// The state of one device port, from `ibv_query_port` (`struct ibv_port_attr`).
 public struct PortAttributes: Sendable, Hashable {
