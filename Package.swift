@@ -55,9 +55,15 @@ let package = Package(
       path: "Samples/rdma-perf",
       swiftSettings: lifetimes
     ),
+    // Device gate, leak checker and tool runner shared by the test targets.
+    .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
-    .testTarget(name: "VerbsTests", dependencies: ["Verbs"], swiftSettings: lifetimes),
-    .testTarget(name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr"], swiftSettings: lifetimes),
-    .testTarget(name: "RDMACMTests", dependencies: ["RDMACM", "Verbs"], swiftSettings: lifetimes),
+    .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"], swiftSettings: lifetimes),
+    .testTarget(
+      name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport"],
+      swiftSettings: lifetimes),
+    .testTarget(
+      name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],
+      swiftSettings: lifetimes),
   ]
 )

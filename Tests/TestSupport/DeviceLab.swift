@@ -1,31 +1,31 @@
 import Foundation
 import Testing
-@testable import Verbs
+import Verbs
 
 /// Decides whether device tests run, and measures what a test leaves behind.
 ///
 /// On a machine without RDMA the device suites are skipped, unless
 /// `UMEM_REQUIRE_DEVICE=1` (set by `ci/rxe`), which makes them run and fail.
-enum DeviceLab {
-  static let required = ProcessInfo.processInfo.environment["UMEM_REQUIRE_DEVICE"] == "1"
-  static let available = (try? Device.list().isEmpty == false) ?? false
-  static var shouldRun: Bool { required || available }
+public enum DeviceLab {
+  public static let required = ProcessInfo.processInfo.environment["UMEM_REQUIRE_DEVICE"] == "1"
+  public static let available = (try? Device.list().isEmpty == false) ?? false
+  public static var shouldRun: Bool { required || available }
   /// The device the tests use: `UMEM_DEVICE`, else the first.
-  static let deviceName = ProcessInfo.processInfo.environment["UMEM_DEVICE"]
+  public static let deviceName = ProcessInfo.processInfo.environment["UMEM_DEVICE"]
 
-  static func open() throws -> DeviceContext { try DeviceContext.open(name: deviceName) }
+  public static func open() throws -> DeviceContext { try DeviceContext.open(name: deviceName) }
 }
 
 /// Pinned memory, open descriptors, and this process's MRs and PDs as the
 /// kernel's RDMA resource tracker sees them (`rdma resource show`).
-struct ResourceSnapshot: Equatable, CustomStringConvertible {
-  var pinnedBytes: UInt64
-  var lockedBytes: UInt64
-  var openDescriptors: Int
-  var memoryRegions: Int
-  var protectionDomains: Int
+public struct ResourceSnapshot: Equatable, CustomStringConvertible {
+  public var pinnedBytes: UInt64
+  public var lockedBytes: UInt64
+  public var openDescriptors: Int
+  public var memoryRegions: Int
+  public var protectionDomains: Int
 
-  static func take() -> ResourceSnapshot {
+  public static func take() -> ResourceSnapshot {
     let lock = MemoryLockStatus.current()
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     return ResourceSnapshot(
@@ -39,14 +39,14 @@ struct ResourceSnapshot: Equatable, CustomStringConvertible {
   /// this counts every user entry; device suites run serialized, alone on
   /// their device (ci/rxe's VM runs nothing else). Uses `popen`, which
   /// leaves no descriptor behind, unlike `Process`.
-  static func countOwn(_ kind: String) -> Int {
+  public static func countOwn(_ kind: String) -> Int {
     guard let output = shell("rdma resource show \(kind) 2>/dev/null") else { return -1 }
     return output.split(separator: "\n").filter { line in
       line.split(separator: " ").contains("pid")
     }.count
   }
 
-  static func shell(_ command: String) -> String? {
+  public static func shell(_ command: String) -> String? {
     guard let pipe = popen(command, "r") else { return nil }
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
@@ -59,14 +59,14 @@ struct ResourceSnapshot: Equatable, CustomStringConvertible {
     return String(decoding: bytes, as: UTF8.self)
   }
 
-  var description: String {
+  public var description: String {
     "VmPin \(pinnedBytes) B, VmLck \(lockedBytes) B, \(openDescriptors) fds, "
       + "\(memoryRegions) MRs, \(protectionDomains) PDs"
   }
 }
 
 /// Runs `body` and checks that it left no pin, MR, PD or descriptor behind.
-func expectNoLeaks(
+public func expectNoLeaks(
   _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) rethrows {
   let before = ResourceSnapshot.take()
@@ -78,7 +78,7 @@ func expectNoLeaks(
 /// Expects `body` to throw a `VerbsError` with this code, operation and errno,
 /// and returns it for further checks.
 @discardableResult
-func expectVerbsError(
+public func expectVerbsError(
   _ code: VerbsError.Code, operation: String, errno: Int32,
   sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) -> VerbsError? {
