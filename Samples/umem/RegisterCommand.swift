@@ -12,6 +12,8 @@ struct Register: ParsableCommand {
   @Option(help: "IOVA for the first byte (default: the buffer's address).") var iova: String?
   @Option(help: "Device name (default: the first device).") var device: String?
   @Option(help: "Register and deregister this many times and report the mean.") var cycles: Int = 1
+  @Flag(help: "After the cycles, move data through a fresh MR with RDMA WRITE and READ between two queue pairs.")
+  var checkRdma = false
   @Flag(help: "Print one JSON object.") var json = false
 
   func validate() throws {
@@ -40,6 +42,7 @@ struct Register: ParsableCommand {
       let before = MemoryLockStatus.current()
       let report = try measure(pd: pd, buffer: buffer, access: flags, iova: chosenIOVA)
       let after = MemoryLockStatus.current()
+      let check = checkRdma ? try loopbackCheck(context: context) : nil
       if json {
         print(JSON.object([
           ("device", .string(deviceName)), ("address", .string(hex(report.address))),
@@ -50,6 +53,7 @@ struct Register: ParsableCommand {
           ("deregisterNanoseconds", .double(report.deregisterNanoseconds)),
           ("pinnedBytesBefore", .unsigned(before.pinnedBytes)),
           ("pinnedBytesAfter", .unsigned(after.pinnedBytes)),
+          ("rdmaCheck", check.map { .string($0) } ?? .null),
         ]).text)
       } else {
         print("device      \(deviceName)")
@@ -63,6 +67,7 @@ struct Register: ParsableCommand {
         print("register    \(format(report.registerNanoseconds))\(note)")
         print("deregister  \(format(report.deregisterNanoseconds))\(note)")
         print("pinned      \(before.pinnedBytes / 1024) KiB before, \(after.pinnedBytes / 1024) KiB after")
+        if let check { print("rdma check  \(check)") }
       }
     } catch {
       printError("umem register: \(error)")
@@ -103,6 +108,35 @@ struct Register: ParsableCommand {
     report.registerNanoseconds = registerTotal.nanoseconds / Double(cycles)
     report.deregisterNanoseconds = deregisterTotal.nanoseconds / Double(cycles)
     return report
+  }
+
+  /// Connects two RC queue pairs on this device, RDMA WRITEs a pattern from
+  /// one fresh region into another and READs it back; returns a summary.
+  func loopbackCheck(context: borrowing DeviceContext) throws(VerbsError) -> String {
+    let pd = try context.allocateProtectionDomain()
+    let cq = try context.createCompletionQueue(entries: 16)
+    let a = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+    let b = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+    let endA = try a.endpoint()
+    let endB = try b.endpoint()
+    try a.connect(to: endB, from: endA)
+    try b.connect(to: endA, from: endB)
+    let source = try PageAlignedBuffer(byteCount: 8192)
+    let target = try PageAlignedBuffer(byteCount: 8192)
+    let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead]
+    let local = try pd.register(source, access: all)
+    let remote = try pd.register(target, access: all)
+    let pattern = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+    source.copy(from: pattern)
+    try a.postSend(.write(to: remote.remote), local.scatterGather(offset: 0, count: 4096), id: 1)
+    try cq.wait(for: 1)[0].checkSuccess()
+    try a.postSend(.read(from: remote.remote), local.scatterGather(offset: 4096, count: 4096), id: 2)
+    try cq.wait(for: 1)[0].checkSuccess()
+    guard target.load(0..<4096) == pattern, source.load(4096..<8192) == pattern else {
+      throw VerbsError(.other, operation: "ibv_post_send", errno: 5,
+                       message: "RDMA WRITE/READ completed but the data differs")
+    }
+    return "RDMA WRITE+READ of 4 KiB through rkey \(hex(UInt64(remote.rkey))) verified"
   }
 
   func format(_ nanoseconds: Double) -> String {
