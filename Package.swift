@@ -58,7 +58,8 @@ let package = Package(
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
-    .testTarget(name: "VerbsTests", dependencies: ["Verbs", "TestSupport"], swiftSettings: lifetimes),
+    .testTarget(
+      name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport"], swiftSettings: lifetimes),
     .testTarget(
       name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport"],
       swiftSettings: lifetimes),
