@@ -4,8 +4,10 @@ import ArgumentParser
 func parseSize(_ text: String) -> UInt64? {
   var digits = Substring(text.lowercased())
   var scale: UInt64 = 1
-  for (suffix, factor) in [("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("tib", 1 << 40),
-                           ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40)]
+  for (suffix, factor) in [
+    ("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("tib", 1 << 40),
+    ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40),
+  ]
   where digits.hasSuffix(suffix) {
     digits = digits.dropLast(suffix.count)
     scale = UInt64(factor)
@@ -68,7 +70,10 @@ enum JSON {
       case "\\": out += "\\\\"
       case "\n": out += "\\n"
       case "\t": out += "\\t"
-      case let c where c.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
+      case let c where c.value < 0x20:
+        out +=
+          "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count)
+          + String(c.value, radix: 16)
       default: out.unicodeScalars.append(scalar)
       }
     }

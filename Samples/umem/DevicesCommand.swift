@@ -38,9 +38,11 @@ struct Devices: ParsableCommand {
       }
     }
     if json {
-      print(JSON.object([
-        ("devices", .array(reports)), ("forkProtection", .string(ForkProtection.current.description)),
-      ]).text)
+      print(
+        JSON.object([
+          ("devices", .array(reports)),
+          ("forkProtection", .string(ForkProtection.current.description)),
+        ]).text)
     } else if devices.isEmpty {
       print("no RDMA devices (try: ci/rxe umem devices)")
     } else {
@@ -49,7 +51,9 @@ struct Devices: ParsableCommand {
   }
 
   func printPort(_ number: Int, _ port: PortAttributes, _ gids: [GIDEntry]) {
-    print("  port \(number): \(port.state), \(port.linkLayer), MTU \(port.activeMTU) (max \(port.maxMTU)), LID \(port.lid)")
+    print(
+      "  port \(number): \(port.state), \(port.linkLayer), MTU \(port.activeMTU) (max \(port.maxMTU)), LID \(port.lid)"
+    )
     for entry in gids {
       let ip = entry.gid.ipv4Address.map { " (\($0))" } ?? ""
       print("    GID[\(entry.index)] \(entry.gid) \(entry.type)\(ip)")
@@ -57,14 +61,24 @@ struct Devices: ParsableCommand {
   }
 
   func printDevice(_ device: Device, _ a: DeviceAttributes, _ c: DeviceCapabilities) {
-    print("\(device.name): \(device.transport), GUID \(Device.format(guid: device.guid)), firmware \(a.firmwareVersion.isEmpty ? "-" : a.firmwareVersion)")
+    print(
+      "\(device.name): \(device.transport), GUID \(Device.format(guid: device.guid)), firmware \(a.firmwareVersion.isEmpty ? "-" : a.firmwareVersion)"
+    )
     print("  page sizes      \(hex(a.pageSizeCapability))")
     print("  max MR size     \(hex(a.maxMemoryRegionSize))")
-    print("  max MRs         \(a.maxMemoryRegions)   max PDs \(a.maxProtectionDomains)   max QPs \(a.maxQueuePairs)   max CQs \(a.maxCompletionQueues)")
-    print("  max QP WRs      \(a.maxWorkRequestsPerQueue)   max SGEs \(a.maxScatterGatherEntries)   max CQEs \(a.maxCompletionQueueEntries)")
-    print("  RDMA READ/atomic depth  initiator \(a.maxInitiatorReadAtomics), responder \(a.maxResponderReadAtomics)")
+    print(
+      "  max MRs         \(a.maxMemoryRegions)   max PDs \(a.maxProtectionDomains)   max QPs \(a.maxQueuePairs)   max CQs \(a.maxCompletionQueues)"
+    )
+    print(
+      "  max QP WRs      \(a.maxWorkRequestsPerQueue)   max SGEs \(a.maxScatterGatherEntries)   max CQEs \(a.maxCompletionQueueEntries)"
+    )
+    print(
+      "  RDMA READ/atomic depth  initiator \(a.maxInitiatorReadAtomics), responder \(a.maxResponderReadAtomics)"
+    )
     print("  atomics         \(a.atomicCapability)")
-    print("  ODP             \(a.onDemandPaging.supported ? "yes" : "no")\(a.onDemandPaging.implicit ? " (implicit too)" : "")")
+    print(
+      "  ODP             \(a.onDemandPaging.supported ? "yes" : "no")\(a.onDemandPaging.implicit ? " (implicit too)" : "")"
+    )
     print("  dma-buf MRs     \(c.dmabufRegistration ? "yes" : "no")")
     print("  rereg MR        \(c.reregistration ? "yes" : "no")")
   }
@@ -72,15 +86,20 @@ struct Devices: ParsableCommand {
   func portJSON(_ number: Int, _ port: PortAttributes, _ gids: [GIDEntry]) -> JSON {
     .object([
       ("port", .number(Int64(number))), ("state", .string(port.state.description)),
-      ("linkLayer", .string(port.linkLayer.description)), ("activeMTU", .number(Int64(port.activeMTU))),
+      ("linkLayer", .string(port.linkLayer.description)),
+      ("activeMTU", .number(Int64(port.activeMTU))),
       ("maxMTU", .number(Int64(port.maxMTU))), ("lid", .number(Int64(port.lid))),
-      ("gids", .array(gids.map { entry in
-        .object([
-          ("index", .number(Int64(entry.index))), ("gid", .string(entry.gid.description)),
-          ("type", .string(entry.type.description)),
-          ("ipv4", entry.gid.ipv4Address.map { .string($0) } ?? .null),
-        ])
-      })),
+      (
+        "gids",
+        .array(
+          gids.map { entry in
+            .object([
+              ("index", .number(Int64(entry.index))), ("gid", .string(entry.gid.description)),
+              ("type", .string(entry.type.description)),
+              ("ipv4", entry.gid.ipv4Address.map { .string($0) } ?? .null),
+            ])
+          })
+      ),
     ])
   }
 
@@ -93,7 +112,8 @@ struct Devices: ParsableCommand {
       ("firmware", .string(a.firmwareVersion)),
       ("pageSizeCap", .string(hex(a.pageSizeCapability))),
       ("maxMRSize", .string(hex(a.maxMemoryRegionSize))),
-      ("maxMR", .number(Int64(a.maxMemoryRegions))), ("maxPD", .number(Int64(a.maxProtectionDomains))),
+      ("maxMR", .number(Int64(a.maxMemoryRegions))),
+      ("maxPD", .number(Int64(a.maxProtectionDomains))),
       ("maxQP", .number(Int64(a.maxQueuePairs))), ("maxCQ", .number(Int64(a.maxCompletionQueues))),
       ("maxQPWR", .number(Int64(a.maxWorkRequestsPerQueue))),
       ("maxSGE", .number(Int64(a.maxScatterGatherEntries))),

@@ -7,12 +7,18 @@ struct Register: ParsableCommand {
     abstract: "Register a page-aligned buffer and report its keys and the time it took.")
 
   @Option(help: "Buffer size: 4096, 0x1000, 64K, 16M, 1G.") var size: String
-  @Option(help: "Comma-separated access flags: \(MemoryAccess.named.map(\.name).joined(separator: ",")) or none.")
+  @Option(
+    help:
+      "Comma-separated access flags: \(MemoryAccess.named.map(\.name).joined(separator: ",")) or none."
+  )
   var access = "local-write"
   @Option(help: "IOVA for the first byte (default: the buffer's address).") var iova: String?
   @Option(help: "Device name (default: the first device).") var device: String?
   @Option(help: "Register and deregister this many times and report the mean.") var cycles: Int = 1
-  @Flag(help: "After the cycles, move data through a fresh MR with RDMA WRITE and READ between two queue pairs.")
+  @Flag(
+    help:
+      "After the cycles, move data through a fresh MR with RDMA WRITE and READ between two queue pairs."
+  )
   var checkRdma = false
   @Flag(help: "Print one JSON object.") var json = false
 
@@ -22,7 +28,9 @@ struct Register: ParsableCommand {
     }
     _ = bytes
     guard MemoryAccess(parsing: access) != nil else {
-      throw ValidationError("--access '\(access)' has an unknown flag; known: \(MemoryAccess.named.map(\.name).joined(separator: ","))")
+      throw ValidationError(
+        "--access '\(access)' has an unknown flag; known: \(MemoryAccess.named.map(\.name).joined(separator: ","))"
+      )
     }
     if let iova, parseNumber(iova) == nil {
       throw ValidationError("--iova '\(iova)' is not a number (hex 0x... or decimal)")
@@ -44,17 +52,18 @@ struct Register: ParsableCommand {
       let after = MemoryLockStatus.current()
       let check = checkRdma ? try loopbackCheck(context: context) : nil
       if json {
-        print(JSON.object([
-          ("device", .string(deviceName)), ("address", .string(hex(report.address))),
-          ("length", .unsigned(UInt64(bytes))), ("iova", .string(hex(report.iova))),
-          ("access", .string(flags.description)), ("lkey", .string(hex(UInt64(report.lkey)))),
-          ("rkey", .string(hex(UInt64(report.rkey)))), ("cycles", .number(Int64(cycles))),
-          ("registerNanoseconds", .double(report.registerNanoseconds)),
-          ("deregisterNanoseconds", .double(report.deregisterNanoseconds)),
-          ("pinnedBytesBefore", .unsigned(before.pinnedBytes)),
-          ("pinnedBytesAfter", .unsigned(after.pinnedBytes)),
-          ("rdmaCheck", check.map { .string($0) } ?? .null),
-        ]).text)
+        print(
+          JSON.object([
+            ("device", .string(deviceName)), ("address", .string(hex(report.address))),
+            ("length", .unsigned(UInt64(bytes))), ("iova", .string(hex(report.iova))),
+            ("access", .string(flags.description)), ("lkey", .string(hex(UInt64(report.lkey)))),
+            ("rkey", .string(hex(UInt64(report.rkey)))), ("cycles", .number(Int64(cycles))),
+            ("registerNanoseconds", .double(report.registerNanoseconds)),
+            ("deregisterNanoseconds", .double(report.deregisterNanoseconds)),
+            ("pinnedBytesBefore", .unsigned(before.pinnedBytes)),
+            ("pinnedBytesAfter", .unsigned(after.pinnedBytes)),
+            ("rdmaCheck", check.map { .string($0) } ?? .null),
+          ]).text)
       } else {
         print("device      \(deviceName)")
         print("address     \(hex(report.address))")
@@ -66,7 +75,9 @@ struct Register: ParsableCommand {
         let note = cycles > 1 ? " (mean of \(cycles) cycles)" : ""
         print("register    \(format(report.registerNanoseconds))\(note)")
         print("deregister  \(format(report.deregisterNanoseconds))\(note)")
-        print("pinned      \(before.pinnedBytes / 1024) KiB before, \(after.pinnedBytes / 1024) KiB after")
+        print(
+          "pinned      \(before.pinnedBytes / 1024) KiB before, \(after.pinnedBytes / 1024) KiB after"
+        )
         if let check { print("rdma check  \(check)") }
       }
     } catch {
@@ -91,8 +102,9 @@ struct Register: ParsableCommand {
     let clock = ContinuousClock()
     var registerTotal = Duration.zero
     var deregisterTotal = Duration.zero
-    var report = Report(address: buffer.address, iova: 0, lkey: 0, rkey: 0,
-                        registerNanoseconds: 0, deregisterNanoseconds: 0)
+    var report = Report(
+      address: buffer.address, iova: 0, lkey: 0, rkey: 0,
+      registerNanoseconds: 0, deregisterNanoseconds: 0)
     for _ in 0..<cycles {
       let t0 = clock.now
       let mr = try pd.register(buffer, access: access, iova: iova)
@@ -130,11 +142,13 @@ struct Register: ParsableCommand {
     source.copy(from: pattern)
     try a.postSend(.write(to: remote.remote), local.scatterGather(offset: 0, count: 4096), id: 1)
     try cq.wait(for: 1)[0].checkSuccess()
-    try a.postSend(.read(from: remote.remote), local.scatterGather(offset: 4096, count: 4096), id: 2)
+    try a.postSend(
+      .read(from: remote.remote), local.scatterGather(offset: 4096, count: 4096), id: 2)
     try cq.wait(for: 1)[0].checkSuccess()
     guard target.load(0..<4096) == pattern, source.load(4096..<8192) == pattern else {
-      throw VerbsError(.other, operation: "ibv_post_send", errno: 5,
-                       message: "RDMA WRITE/READ completed but the data differs")
+      throw VerbsError(
+        .other, operation: "ibv_post_send", errno: 5,
+        message: "RDMA WRITE/READ completed but the data differs")
     }
     return "RDMA WRITE+READ of 4 KiB through rkey \(hex(UInt64(remote.rkey))) verified"
   }

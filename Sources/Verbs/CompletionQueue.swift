@@ -14,26 +14,44 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
 
   @_lifetime(borrow context)
   init(context: borrowing DeviceContext, entries: Int) throws(VerbsError) {
+    (raw, channel) = try CompletionQueue.create(context: context.raw, entries: entries)
+  }
+
+  /// Creates a queue on a device context that another library owns
+  /// (librdmacm's `cm_id->verbs`); the queue borrows `owner`, the value
+  /// that keeps that context open.
+  @_lifetime(borrow owner)
+  package init<Owner: ~Copyable>(
+    context: UnsafeMutablePointer<ibv_context>, entries: Int, owner: borrowing Owner
+  ) throws(VerbsError) {
+    (raw, channel) = try CompletionQueue.create(context: context, entries: entries)
+  }
+
+  static func create(
+    context: UnsafeMutablePointer<ibv_context>, entries: Int
+  ) throws(VerbsError) -> (UnsafeMutablePointer<ibv_cq>, UnsafeMutablePointer<ibv_comp_channel>) {
     guard entries > 0, let count = Int32(exactly: entries) else {
-      throw VerbsError(.invalidArgument, operation: "ibv_create_cq", errno: EINVAL,
-                       message: "a completion queue needs between 1 and Int32.max entries; got \(entries)",
-                       checkedBeforeCall: true)
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_create_cq", errno: EINVAL,
+        message: "a completion queue needs between 1 and Int32.max entries; got \(entries)",
+        checkedBeforeCall: true)
     }
-    guard let channel = ibv_create_comp_channel(context.raw) else {
-      throw VerbsError(.resourceExhausted, operation: "ibv_create_comp_channel", errno: CRDMA_errno(),
-                       message: "could not create a completion channel (file descriptors exhausted?)")
+    guard let channel = ibv_create_comp_channel(context) else {
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_create_comp_channel", errno: CRDMA_errno(),
+        message: "could not create a completion channel (file descriptors exhausted?)")
     }
     let flags = fcntl(channel.pointee.fd, F_GETFL)
     _ = fcntl(channel.pointee.fd, F_SETFL, flags | O_NONBLOCK)
-    guard let cq = ibv_create_cq(context.raw, count, nil, channel, 0) else {
+    guard let cq = ibv_create_cq(context, count, nil, channel, 0) else {
       let code = CRDMA_errno()
       _ = ibv_destroy_comp_channel(channel)
-      throw VerbsError(.resourceExhausted, operation: "ibv_create_cq", errno: code,
-                       message: "the device refused a completion queue of \(entries) entries; "
-                         + "see attributes().maxCompletionQueueEntries")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_create_cq", errno: code,
+        message: "the device refused a completion queue of \(entries) entries; "
+          + "see attributes().maxCompletionQueueEntries")
     }
-    self.raw = cq
-    self.channel = channel
+    return (cq, channel)
   }
 
   deinit {
@@ -60,8 +78,9 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
     while taken < maximum {
       let n = ibv_poll_cq(raw, 1, &wc)
       if n < 0 {
-        throw VerbsError(.other, operation: "ibv_poll_cq", errno: -n,
-                         message: "polling the completion queue failed")
+        throw VerbsError(
+          .other, operation: "ibv_poll_cq", errno: -n,
+          message: "polling the completion queue failed")
       }
       if n == 0 { break }
       body(WorkCompletion(wc))
@@ -89,8 +108,9 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
       // raises no event.
       let armed = ibv_req_notify_cq(raw, 0)
       if armed != 0 {
-        throw VerbsError(.other, operation: "ibv_req_notify_cq", errno: armed,
-                         message: "could not arm the completion queue")
+        throw VerbsError(
+          .other, operation: "ibv_req_notify_cq", errno: armed,
+          message: "could not arm the completion queue")
       }
       if try poll(maximum: count - completions.count, { completions.append($0) }) > 0 { continue }
       let left = clock.now.duration(to: deadline)
@@ -111,8 +131,9 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
     if ready < 0 {
       let code = errno
       if code == EINTR { return }
-      throw VerbsError(.other, operation: "poll", errno: code,
-                       message: "waiting on the completion channel failed")
+      throw VerbsError(
+        .other, operation: "poll", errno: code,
+        message: "waiting on the completion channel failed")
     }
     guard ready > 0 else { return }
     var cq: UnsafeMutablePointer<ibv_cq>? = nil

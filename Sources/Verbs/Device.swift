@@ -100,7 +100,8 @@ struct DeviceList {
         case IBV_TRANSPORT_USNIC_UDP: .usnicUDP
         default: .unknown
         }
-      entries.append(Entry(pointer: pointer, device: Device(name: name, guid: guid, transport: transport)))
+      entries.append(
+        Entry(pointer: pointer, device: Device(name: name, guid: guid, transport: transport)))
     }
     return try body(entries)
   }

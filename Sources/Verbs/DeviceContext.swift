@@ -54,8 +54,9 @@ public struct DeviceContext: ~Copyable {
     discard self
     let result = ibv_close_device(raw)
     if result != 0 {
-      throw VerbsError(.other, operation: "ibv_close_device", errno: CRDMA_errno(),
-                       message: "closing the device failed")
+      throw VerbsError(
+        .other, operation: "ibv_close_device", errno: CRDMA_errno(),
+        message: "closing the device failed")
     }
   }
 
@@ -69,8 +70,9 @@ public struct DeviceContext: ~Copyable {
     var attr = ibv_device_attr_ex()
     let result = ibv_query_device_ex(raw, nil, &attr)
     if result != 0 {
-      throw VerbsError(.other, operation: "ibv_query_device_ex", errno: result,
-                       message: "the device did not answer an attribute query")
+      throw VerbsError(
+        .other, operation: "ibv_query_device_ex", errno: result,
+        message: "the device did not answer an attribute query")
     }
     return DeviceAttributes(attr)
   }
@@ -78,9 +80,10 @@ public struct DeviceContext: ~Copyable {
   /// Queries one port (numbered from 1). The C macro is `ibv_query_port`.
   public func port(_ number: Int = 1) throws(VerbsError) -> PortAttributes {
     guard let port = UInt8(exactly: number), port >= 1 else {
-      throw VerbsError(.invalidArgument, operation: "ibv_query_port", errno: EINVAL,
-                       message: "port numbers start at 1 and fit in 8 bits; got \(number)",
-                       checkedBeforeCall: true)
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_query_port", errno: EINVAL,
+        message: "port numbers start at 1 and fit in 8 bits; got \(number)",
+        checkedBeforeCall: true)
     }
     return try DeviceContextView(raw: raw).port(Int(port))
   }
@@ -101,8 +104,9 @@ public struct DeviceContext: ~Copyable {
   public func capabilities() throws(VerbsError) -> DeviceCapabilities {
     let odp = try attributes().onDemandPaging.supported
     guard let pd = ibv_alloc_pd(raw) else {
-      throw VerbsError(.resourceExhausted, operation: "ibv_alloc_pd", errno: CRDMA_errno(),
-                       message: "could not allocate a protection domain for the probe")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_alloc_pd", errno: CRDMA_errno(),
+        message: "could not allocate a protection domain for the probe")
     }
     defer { _ = ibv_dealloc_pd(pd) }
 
@@ -120,13 +124,17 @@ public struct DeviceContext: ~Copyable {
     let page = PageAlignedBuffer.pageSize
     if let buffer = try? PageAlignedBuffer(byteCount: page) {
       let access = Int32(IBV_ACCESS_LOCAL_WRITE.rawValue)
-      if let mr = ibv_reg_mr_iova2(pd, buffer.baseAddress, page, UInt64(UInt(bitPattern: buffer.baseAddress)), UInt32(access)) {
-        let result = ibv_rereg_mr(mr, Int32(IBV_REREG_MR_CHANGE_ACCESS.rawValue), nil, nil, 0, access)
+      if let mr = ibv_reg_mr_iova2(
+        pd, buffer.baseAddress, page, UInt64(UInt(bitPattern: buffer.baseAddress)), UInt32(access))
+      {
+        let result = ibv_rereg_mr(
+          mr, Int32(IBV_REREG_MR_CHANGE_ACCESS.rawValue), nil, nil, 0, access)
         rereg = result == 0
         _ = ibv_dereg_mr(mr)
       }
     }
-    return DeviceCapabilities(dmabufRegistration: dmabuf, onDemandPaging: odp, reregistration: rereg)
+    return DeviceCapabilities(
+      dmabufRegistration: dmabuf, onDemandPaging: odp, reregistration: rereg)
   }
 
   /// Allocates a protection domain. The C function is `ibv_alloc_pd`.
@@ -136,9 +144,10 @@ public struct DeviceContext: ~Copyable {
   public func allocateProtectionDomain() throws(VerbsError) -> ProtectionDomain {
     guard let pd = ibv_alloc_pd(raw) else {
       let code = CRDMA_errno()
-      throw VerbsError(.resourceExhausted, operation: "ibv_alloc_pd", errno: code,
-                       message: "the device refused a new protection domain; "
-                         + "see attributes().maxProtectionDomains")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_alloc_pd", errno: code,
+        message: "the device refused a new protection domain; "
+          + "see attributes().maxProtectionDomains")
     }
     return ProtectionDomain(raw: pd, context: self)
   }

@@ -5,8 +5,8 @@
 #endif
 
 /// Symbolic names for the errno values that RDMA calls return.
-enum ErrnoName {
-  static func of(_ code: Int32) -> String {
+package enum ErrnoName {
+  package static func of(_ code: Int32) -> String {
     switch code {
     case EPERM: "EPERM"
     case ENOENT: "ENOENT"
@@ -42,7 +42,7 @@ enum ErrnoName {
     }
   }
 
-  static func text(_ code: Int32) -> String {
+  package static func text(_ code: Int32) -> String {
     guard let cString = strerror(code) else { return "unknown error" }
     return String(cString: cString)
   }

@@ -33,9 +33,10 @@ public enum ForkProtection: Sendable, Hashable, CustomStringConvertible {
     guard state == .disabled else { return state }
     let result = ibv_fork_init()
     if result != 0 {
-      throw VerbsError(.other, operation: "ibv_fork_init", errno: result,
-                       message: "fork protection could not be enabled; call this before any "
-                         + "device is opened or memory is registered")
+      throw VerbsError(
+        .other, operation: "ibv_fork_init", errno: result,
+        message: "fork protection could not be enabled; call this before any "
+          + "device is opened or memory is registered")
     }
     return current
   }

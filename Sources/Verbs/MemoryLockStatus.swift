@@ -60,12 +60,19 @@ enum ProcStatus {
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
       let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-      if n > 0 { data.append(contentsOf: chunk[0..<n]) } else if n < 0 && errno == EINTR { continue } else { break }
+      if n > 0 {
+        data.append(contentsOf: chunk[0..<n])
+      } else if n < 0 && errno == EINTR {
+        continue
+      } else {
+        break
+      }
     }
     var result: [String: UInt64] = [:]
     for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
       guard let colon = line.firstIndex(of: ":") else { continue }
-      let fields = line[line.index(after: colon)...].split(separator: " ", omittingEmptySubsequences: true)
+      let fields = line[line.index(after: colon)...].split(
+        separator: " ", omittingEmptySubsequences: true)
       guard fields.count == 2, fields[1] == "kB", let value = UInt64(fields[0]) else { continue }
       result[String(line[..<colon])] = value * 1024
     }

@@ -72,7 +72,9 @@ public struct MemoryRegion: ~Copyable, ~Escapable {
   }
 
   /// What a peer needs to reach this region: IOVA, length and rkey.
-  public var remote: RemoteBuffer { RemoteBuffer(address: iova, length: UInt64(length), rkey: rkey) }
+  public var remote: RemoteBuffer {
+    RemoteBuffer(address: iova, length: UInt64(length), rkey: rkey)
+  }
 
   /// Changes the access flags in place. The C function is `ibv_rereg_mr`
   /// with `IBV_REREG_MR_CHANGE_ACCESS`; providers without it (rxe) throw

@@ -23,26 +23,30 @@ public struct PageAlignedBuffer: ~Copyable {
   public init(byteCount: Int, alignment: Int = PageAlignedBuffer.pageSize) throws(VerbsError) {
     let page = PageAlignedBuffer.pageSize
     guard byteCount > 0 else {
-      throw VerbsError(.invalidArgument, operation: "mmap", errno: EINVAL,
-                       message: "a buffer needs at least one byte", checkedBeforeCall: true)
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "a buffer needs at least one byte", checkedBeforeCall: true)
     }
     guard alignment >= page, alignment & (alignment - 1) == 0 else {
-      throw VerbsError(.invalidArgument, operation: "mmap", errno: EINVAL,
-                       message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
-                       checkedBeforeCall: true)
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
+        checkedBeforeCall: true)
     }
     let rounded = byteCount.roundedUp(to: page)
     let extra = alignment > page ? alignment : 0
     let (total, overflow) = rounded.addingReportingOverflow(extra)
     guard !overflow else {
-      throw VerbsError(.invalidArgument, operation: "mmap", errno: EOVERFLOW,
-                       message: "\(byteCount) bytes cannot be allocated", checkedBeforeCall: true)
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EOVERFLOW,
+        message: "\(byteCount) bytes cannot be allocated", checkedBeforeCall: true)
     }
     let raw = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     guard let raw, raw != MAP_FAILED else {
       let code = errno
-      throw VerbsError(.resourceExhausted, operation: "mmap", errno: code,
-                       message: "could not map \(total) bytes of anonymous memory")
+      throw VerbsError(
+        .resourceExhausted, operation: "mmap", errno: code,
+        message: "could not map \(total) bytes of anonymous memory")
     }
     // Trim the slack before and after the aligned window.
     let start = UInt(bitPattern: raw)

@@ -15,6 +15,14 @@ public struct ProtectionDomain: ~Copyable, ~Escapable {
   @_lifetime(borrow context)
   init(raw: UnsafeMutablePointer<ibv_pd>, context: borrowing DeviceContext) { self.raw = raw }
 
+  /// Wraps a domain allocated on a device context that another library
+  /// owns (librdmacm's `cm_id->verbs`); the domain borrows `owner`, the
+  /// value that keeps that context open.
+  @_lifetime(borrow owner)
+  package init<Owner: ~Copyable>(raw: UnsafeMutablePointer<ibv_pd>, owner: borrowing Owner) {
+    self.raw = raw
+  }
+
   deinit { _ = ibv_dealloc_pd(raw) }
 
   /// Releases the domain now and reports failure. The C function is `ibv_dealloc_pd`.
@@ -27,8 +35,9 @@ public struct ProtectionDomain: ~Copyable, ~Escapable {
     discard self
     let result = ibv_dealloc_pd(raw)
     if result != 0 {
-      throw VerbsError(.other, operation: "ibv_dealloc_pd", errno: result,
-                       message: "the protection domain is still in use by another object")
+      throw VerbsError(
+        .other, operation: "ibv_dealloc_pd", errno: result,
+        message: "the protection domain is still in use by another object")
     }
   }
 
@@ -76,7 +85,8 @@ public struct ProtectionDomain: ~Copyable, ~Escapable {
     }
     CRDMA_set_errno(0)
     guard
-      let mr = ibv_reg_dmabuf_mr(raw, offset, length, iova, fileDescriptor, Int32(bitPattern: access.rawValue))
+      let mr = ibv_reg_dmabuf_mr(
+        raw, offset, length, iova, fileDescriptor, Int32(bitPattern: access.rawValue))
     else {
       let code = CRDMA_errno()
       throw Registration.failure(
@@ -146,9 +156,10 @@ enum Registration {
   }
 
   static func zeroLength(operation: String) -> VerbsError {
-    VerbsError(.invalidArgument, operation: operation, errno: EINVAL,
-               message: "the length is zero; a memory region covers at least one byte",
-               checkedBeforeCall: true)
+    VerbsError(
+      .invalidArgument, operation: operation, errno: EINVAL,
+      message: "the length is zero; a memory region covers at least one byte",
+      checkedBeforeCall: true)
   }
 
   static func validate(
@@ -214,7 +225,8 @@ enum Registration {
       let status = MemoryLockStatus.current()
       return VerbsError(
         .memoryLockLimit, operation: operation, errno: code,
-        message: "pinning \(length / 1024) KiB more would exceed the locked-memory limit: \(status). "
+        message:
+          "pinning \(length / 1024) KiB more would exceed the locked-memory limit: \(status). "
           + "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
           + "give the process CAP_IPC_LOCK, or register less")
     case EPERM:

@@ -84,6 +84,22 @@ public enum SendOperation: Sendable, Hashable {
 /// and both completion queues.
 public struct QueuePair: ~Copyable, ~Escapable {
   package let raw: UnsafeMutablePointer<ibv_qp>
+  /// Set when librdmacm created the queue pair on this connection id
+  /// (`rdma_create_qp`); it is then destroyed with `rdma_destroy_qp`, which
+  /// also clears `cm_id->qp`.
+  package let connectionID: UnsafeMutablePointer<rdma_cm_id>?
+
+  /// Adopts the queue pair that `rdma_create_qp` made on `connectionID`.
+  /// It borrows the domain, the completion queue, and `owner`, the value
+  /// that owns the connection id.
+  @_lifetime(borrow pd, borrow completions, borrow owner)
+  package init<Owner: ~Copyable>(
+    adopting connectionID: UnsafeMutablePointer<rdma_cm_id>, pd: borrowing ProtectionDomain,
+    completions: borrowing CompletionQueue, owner: borrowing Owner
+  ) {
+    self.raw = connectionID.pointee.qp
+    self.connectionID = connectionID
+  }
 
   @_lifetime(borrow pd, borrow sendCompletions, borrow receiveCompletions)
   init(
@@ -92,9 +108,10 @@ public struct QueuePair: ~Copyable, ~Escapable {
   ) throws(VerbsError) {
     func u32(_ value: Int, _ name: String) throws(VerbsError) -> UInt32 {
       guard let v = UInt32(exactly: value) else {
-        throw VerbsError(.invalidArgument, operation: "ibv_create_qp", errno: EINVAL,
-                         message: "\(name) must be between 0 and \(UInt32.max); got \(value)",
-                         checkedBeforeCall: true)
+        throw VerbsError(
+          .invalidArgument, operation: "ibv_create_qp", errno: EINVAL,
+          message: "\(name) must be between 0 and \(UInt32.max); got \(value)",
+          checkedBeforeCall: true)
       }
       return v
     }
@@ -110,23 +127,33 @@ public struct QueuePair: ~Copyable, ~Escapable {
     attr.cap.max_inline_data = try u32(capacity.inlineData, "inlineData")
     guard let qp = ibv_create_qp(pd.raw, &attr) else {
       let code = CRDMA_errno()
-      throw VerbsError(.resourceExhausted, operation: "ibv_create_qp", errno: code,
-                       message: "the device refused a queue pair with \(capacity); "
-                         + "compare with attributes().maxWorkRequestsPerQueue and maxQueuePairs")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_create_qp", errno: code,
+        message: "the device refused a queue pair with \(capacity); "
+          + "compare with attributes().maxWorkRequestsPerQueue and maxQueuePairs")
     }
     raw = qp
+    connectionID = nil
   }
 
-  deinit { _ = ibv_destroy_qp(raw) }
+  deinit {
+    if let connectionID { rdma_destroy_qp(connectionID) } else { _ = ibv_destroy_qp(raw) }
+  }
 
   /// Destroys the queue pair now and reports failure. The C function is `ibv_destroy_qp`.
   public consuming func destroy() throws(VerbsError) {
     let raw = self.raw
+    let connectionID = self.connectionID
     discard self
+    if let connectionID {
+      rdma_destroy_qp(connectionID)
+      return
+    }
     let result = ibv_destroy_qp(raw)
     if result != 0 {
-      throw VerbsError(.other, operation: "ibv_destroy_qp", errno: result,
-                       message: "the device failed to destroy the queue pair")
+      throw VerbsError(
+        .other, operation: "ibv_destroy_qp", errno: result,
+        message: "the device failed to destroy the queue pair")
     }
   }
 
@@ -136,7 +163,8 @@ public struct QueuePair: ~Copyable, ~Escapable {
   /// Describes this side for the peer: its QP number, a random starting
   /// PSN, and the port's LID, GID (the first RoCE v2 IPv4-mapped GID on
   /// Ethernet, else index 0) and active MTU.
-  public func endpoint(port: Int = 1, gidIndex: Int? = nil) throws(VerbsError) -> QueuePairEndpoint {
+  public func endpoint(port: Int = 1, gidIndex: Int? = nil) throws(VerbsError) -> QueuePairEndpoint
+  {
     let context = DeviceContextView(raw: raw.pointee.context)
     let attributes = try context.port(port)
     let gids = try context.gids(port: port)
@@ -145,8 +173,9 @@ public struct QueuePair: ~Copyable, ~Escapable {
         gids.first { $0.type == .roceV2 && $0.gid.ipv4Address != nil } ?? gids.first
       }
     if attributes.linkLayer == .ethernet && chosen == nil {
-      throw VerbsError(.invalidArgument, operation: "ibv_query_gid_table", errno: ENODATA,
-                       message: "port \(port) has no usable GID; on RoCE give the netdev an IP address")
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_query_gid_table", errno: ENODATA,
+        message: "port \(port) has no usable GID; on RoCE give the netdev an IP address")
     }
     return QueuePairEndpoint(
       queuePairNumber: number, packetSequenceNumber: UInt32.random(in: 0..<(1 << 24)),
@@ -196,8 +225,10 @@ public struct QueuePair: ~Copyable, ~Escapable {
     }
     try modify(
       &attr,
-      [IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
-       IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER], "RTR")
+      [
+        IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
+        IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER,
+      ], "RTR")
 
     attr = ibv_qp_attr()
     attr.qp_state = IBV_QPS_RTS
@@ -208,17 +239,22 @@ public struct QueuePair: ~Copyable, ~Escapable {
     attr.max_rd_atomic = rd
     try modify(
       &attr,
-      [IBV_QP_STATE, IBV_QP_TIMEOUT, IBV_QP_RETRY_CNT, IBV_QP_RNR_RETRY, IBV_QP_SQ_PSN,
-       IBV_QP_MAX_QP_RD_ATOMIC], "RTS")
+      [
+        IBV_QP_STATE, IBV_QP_TIMEOUT, IBV_QP_RETRY_CNT, IBV_QP_RNR_RETRY, IBV_QP_SQ_PSN,
+        IBV_QP_MAX_QP_RD_ATOMIC,
+      ], "RTS")
   }
 
-  func modify(_ attr: inout ibv_qp_attr, _ mask: [ibv_qp_attr_mask], _ state: String) throws(VerbsError) {
+  func modify(_ attr: inout ibv_qp_attr, _ mask: [ibv_qp_attr_mask], _ state: String)
+    throws(VerbsError)
+  {
     let bits = mask.reduce(UInt32(0)) { $0 | $1.rawValue }
     let result = ibv_modify_qp(raw, &attr, Int32(bitPattern: bits))
     if result != 0 {
-      throw VerbsError(.invalidArgument, operation: "ibv_modify_qp", errno: result,
-                       message: "moving queue pair \(number) to \(state) failed; check the peer's "
-                         + "endpoint (QP number, GID, port) and the device limits")
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_modify_qp", errno: result,
+        message: "moving queue pair \(number) to \(state) failed; check the peer's "
+          + "endpoint (QP number, GID, port) and the device limits")
     }
   }
 
@@ -244,8 +280,9 @@ public struct QueuePair: ~Copyable, ~Escapable {
       return ibv_post_recv(raw, &wr, &bad)
     }
     if result != 0 {
-      throw VerbsError(.resourceExhausted, operation: "ibv_post_recv", errno: result,
-                       message: "the receive queue is full or the QP is in an error state")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_post_recv", errno: result,
+        message: "the receive queue is full or the QP is in an error state")
     }
   }
 
@@ -301,9 +338,10 @@ public struct QueuePair: ~Copyable, ~Escapable {
       return ibv_post_send(raw, &wr, &bad)
     }
     if result != 0 {
-      throw VerbsError(.resourceExhausted, operation: "ibv_post_send", errno: result,
-                       message: "the send queue is full, the QP is not connected (RTS), "
-                         + "or the request exceeds its limits")
+      throw VerbsError(
+        .resourceExhausted, operation: "ibv_post_send", errno: result,
+        message: "the send queue is full, the QP is not connected (RTS), "
+          + "or the request exceeds its limits")
     }
   }
 }
@@ -316,8 +354,9 @@ struct DeviceContextView {
     var attr = ibv_port_attr()
     let result = CRDMA_query_port(raw, UInt8(truncatingIfNeeded: number), &attr)
     if result != 0 {
-      throw VerbsError(.invalidArgument, operation: "ibv_query_port", errno: result,
-                       message: "port \(number) could not be queried")
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_query_port", errno: result,
+        message: "port \(number) could not be queried")
     }
     return PortAttributes(attr)
   }
@@ -338,8 +377,9 @@ enum GIDTable {
       ibv_query_gid_table(context, buffer.baseAddress, buffer.count, 0)
     }
     if count < 0 {
-      throw VerbsError(.other, operation: "ibv_query_gid_table", errno: Int32(-count),
-                       message: "the GID table of port \(number) could not be read")
+      throw VerbsError(
+        .other, operation: "ibv_query_gid_table", errno: Int32(-count),
+        message: "the GID table of port \(number) could not be read")
     }
     return entries.prefix(count).compactMap { entry in
       guard Int(entry.port_num) == number else { return nil }

@@ -1,6 +1,7 @@
 // The README's API tour, compiled here so it cannot rot (ci/test checks
 // that README.md shows this code verbatim between the marker lines).
 import Phyr
+import Testing
 import Verbs
 
 // README-BEGIN
@@ -40,8 +41,6 @@ func explainAFailure() {
   }
 }
 // README-END
-
-import Testing
 
 @Test func readmePlanIsTheKernelsAnswer() throws {
   let plan = try planTwoHugePages()

@@ -1,6 +1,7 @@
 import Glibc
 import TestSupport
 import Testing
+
 @testable import Verbs
 
 /// Tests that need no RDMA device.
@@ -44,7 +45,8 @@ import Testing
   @Test(arguments: [MemoryAccess.remoteWrite, .remoteAtomic, [.remoteWrite, .remoteRead]])
   func remoteWriteNeedsLocalWrite(access: MemoryAccess) {
     let error = expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-      try Registration.validate(address: 0x10000, length: 4096, iova: 0x10000, access: access, context: nil)
+      try Registration.validate(
+        address: 0x10000, length: 4096, iova: 0x10000, access: access, context: nil)
     }
     #expect(error?.checkedBeforeCall == true)
     #expect(error?.message.contains("local-write") == true)
@@ -52,7 +54,8 @@ import Testing
 
   @Test func zeroLengthIsRejected() {
     expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-      try Registration.validate(address: 0x10000, length: 0, iova: 0x10000, access: .localWrite, context: nil)
+      try Registration.validate(
+        address: 0x10000, length: 0, iova: 0x10000, access: .localWrite, context: nil)
     }
   }
 
@@ -80,21 +83,25 @@ import Testing
     }
     #expect(error?.message.contains("IOVA") == true)
     #expect(throws: Never.self) {
-      try Registration.validate(address: 0x10100, length: 64, iova: 0x7000100, access: [], context: nil)
+      try Registration.validate(
+        address: 0x10100, length: 64, iova: 0x7000100, access: [], context: nil)
     }
   }
 
   @Test func kernelErrorsBecomeAdvice() {
-    let memlock = Registration.failure(operation: "ibv_reg_mr", errno: ENOMEM, access: .localWrite, length: 1 << 20)
+    let memlock = Registration.failure(
+      operation: "ibv_reg_mr", errno: ENOMEM, access: .localWrite, length: 1 << 20)
     #expect(memlock.code == .memoryLockLimit)
     #expect(memlock.message.contains("RLIMIT_MEMLOCK"))
     #expect(memlock.message.contains("ulimit -l"))
     #expect(memlock.message.contains("CAP_IPC_LOCK"))
     #expect(memlock.message.contains("VmPin"))
-    let fault = Registration.failure(operation: "ibv_reg_mr", errno: EFAULT, access: .localWrite, length: 4096)
+    let fault = Registration.failure(
+      operation: "ibv_reg_mr", errno: EFAULT, access: .localWrite, length: 4096)
     #expect(fault.code == .notMapped)
     #expect(fault.message.contains("dma-buf"))
-    let odp = Registration.failure(operation: "ibv_reg_mr", errno: EINVAL, access: [.localWrite, .onDemand], length: 4096)
+    let odp = Registration.failure(
+      operation: "ibv_reg_mr", errno: EINVAL, access: [.localWrite, .onDemand], length: 4096)
     #expect(odp.code == .notSupported)
     #expect(odp.message.contains("not supported by this device"))
     #expect(odp.description.hasPrefix("ibv_reg_mr failed: EINVAL"))

@@ -1,6 +1,7 @@
 import Foundation
 import TestSupport
 import Testing
+
 @testable import Verbs
 
 /// Device tests: they run against a real RDMA device (rxe under `ci/rxe`).
@@ -199,7 +200,8 @@ struct VerbsOnDevice {
   /// would bypass the limit) and with `ulimit -l 64`.
   @Test func memlockLimitSaysWhatToDo() throws {
     let umem = TestTools.executable("umem")
-    let script = "ulimit -l 64 && exec setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock "
+    let script =
+      "ulimit -l 64 && exec setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock "
       + "\(umem) register --size 1M"
     let result = TestTools.run(["bash", "-c", script])
     #expect(result.status == 1, "stdout: \(result.stdout) stderr: \(result.stderr)")
@@ -248,14 +250,16 @@ struct VerbsOnDevice {
     let pattern = (0..<(32 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
     bufferA.copy(from: pattern, at: 4096)
     try a.postSend(
-      .write(to: mrB.remote.advanced(by: 8192)), mrA.scatterGather(offset: 4096, count: pattern.count),
+      .write(to: mrB.remote.advanced(by: 8192)),
+      mrA.scatterGather(offset: 4096, count: pattern.count),
       id: 3)
     try cqA.wait(for: 1)[0].checkSuccess()
     #expect(bufferB.load(8192..<(8192 + pattern.count)) == pattern)
 
     // RDMA READ it back into A elsewhere.
     try a.postSend(
-      .read(from: mrB.remote.advanced(by: 8192)), mrA.scatterGather(offset: 40960, count: pattern.count),
+      .read(from: mrB.remote.advanced(by: 8192)),
+      mrA.scatterGather(offset: 40960, count: pattern.count),
       id: 4)
     try cqA.wait(for: 1)[0].checkSuccess()
     #expect(bufferA.load(40960..<(40960 + pattern.count)) == pattern)
@@ -277,10 +281,13 @@ struct VerbsOnDevice {
     try cqA.wait(for: 1)[0].checkSuccess()
     #expect(bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
     try a.postSend(
-      .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8), id: 8)
+      .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8),
+      id: 8)
     try cqA.wait(for: 1)[0].checkSuccess()
     #expect(bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
-    #expect(bufferB.load(wordOffset..<(wordOffset + 8)) == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
+    #expect(
+      bufferB.load(wordOffset..<(wordOffset + 8))
+        == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
 
     // A bad rkey is a completion error, not a crash.
     try a.postSend(
@@ -303,4 +310,3 @@ struct VerbsOnDevice {
     #expect(cpuSeconds < 0.15, "waiting burned \(cpuSeconds) s of CPU")
   }
 }
-
