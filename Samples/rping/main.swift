@@ -1,1 +1,388 @@
-print("rping: not implemented yet")
+// rping in Swift: rdma-core's ping-pong over rdma_cm, on the RDMACM and
+// Verbs modules. Same flags, wire format, buffer contents, -v lines and exit
+// codes as librdmacm/examples/rping.c, so either side can be the C tool.
+//
+// One ping: the client SENDs {start buffer, rkey, size}; the server RDMA
+// READs it and SENDs a go-ahead; the client SENDs {rdma buffer, rkey, size};
+// the server RDMA WRITEs the data back and SENDs a go-ahead; the client
+// compares (-V). Every message is 16 bytes: be64 address, be32 rkey, be32 size.
+//
+// rping.c uses a CM thread and a CQ thread; here one thread sleeps in poll(2)
+// on both the completion channel and the connection's event channel.
+
+import RDMACM
+import Verbs
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+// MARK: Command line (getopt "a:I:Pp:C:S:t:scvVdq", as rping.c)
+
+struct Options {
+  var server: Bool?
+  var address: String?
+  var source: String?
+  var port: UInt16 = 7174
+  var count = 0
+  var size = 64
+  var verbose = false
+  var validate = false
+  var debug = false
+  var persistent = false
+}
+
+/// rping's exit codes: 0, EINVAL for usage errors, and -1 (255) for failures.
+enum Exit {
+  static let usage: Int32 = EINVAL
+  static let failure: Int32 = 255
+}
+
+func usage() -> Never {
+  let text = """
+    Usage: rping -s [-vVd] [-S size] [-C count] [-a addr] [-p port]
+           rping -c [-vVd] [-S size] [-C count] [-I addr] -a addr [-p port]
+    \t-c\t\tclient side
+    \t-I\t\tSource address to bind to for client.
+    \t-s\t\tserver side.  To bind to any address with IPv6 use -a ::0
+    \t-v\t\tdisplay ping data to stdout
+    \t-V\t\tvalidate ping data
+    \t-d\t\tdebug printfs
+    \t-S size \tping data size
+    \t-C count\tping count times
+    \t-a addr\t\taddress
+    \t-p port\t\tport
+    \t-P\t\tpersistent server mode allowing multiple connections
+    \t-q\t\tuse self-created, self-modified QP (accepted; this rping always uses rdma_create_qp)
+
+    """
+  printError(text)
+  exit(Exit.usage)
+}
+
+func parse(_ arguments: [String]) -> Options {
+  var options = Options()
+  var rest = arguments[...]
+  while let argument = rest.popFirst() {
+    guard argument.hasPrefix("-"), argument.count >= 2 else { usage() }
+    var flags = argument.dropFirst()
+    while let flag = flags.popFirst() {
+      func value() -> String {
+        if !flags.isEmpty { defer { flags = "" }; return String(flags) }
+        guard let next = rest.popFirst() else { usage() }
+        return next
+      }
+      switch flag {
+      case "s": options.server = true
+      case "c": options.server = false
+      case "a": options.address = value()
+      case "I": options.source = value()
+      case "p": guard let p = UInt16(value()) else { usage() }; options.port = p
+      case "C":
+        guard let c = Int(value()), c >= 0 else { usage() }
+        options.count = c
+      case "S":
+        let text = value()
+        guard let s = Int(text), (23...65535).contains(s) else {
+          printError("Invalid size \(text) (valid range is 23 to 65536)\n")
+          exit(Exit.usage)
+        }
+        options.size = s
+      case "v": options.verbose = true
+      case "V": options.validate = true
+      case "d": options.debug = true
+      case "P": options.persistent = true
+      case "q": break
+      default: usage()
+      }
+    }
+  }
+  if options.server == nil { usage() }
+  return options
+}
+
+/// Writes a line to standard error, unbuffered, as fprintf(stderr) does.
+func printError(_ text: String) {
+  var text = text
+  text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}
+
+// MARK: The 16-byte message (struct rping_rdma_info)
+
+struct Advert {
+  var address: UInt64
+  var rkey: UInt32
+  var size: UInt32
+
+  func store(in buffer: borrowing PageAlignedBuffer) {
+    buffer.withUnsafeMutableBytes { bytes in
+      bytes.storeBytes(of: address.bigEndian, toByteOffset: 0, as: UInt64.self)
+      bytes.storeBytes(of: rkey.bigEndian, toByteOffset: 8, as: UInt32.self)
+      bytes.storeBytes(of: size.bigEndian, toByteOffset: 12, as: UInt32.self)
+    }
+  }
+
+  init(address: UInt64, rkey: UInt32, size: UInt32) {
+    (self.address, self.rkey, self.size) = (address, rkey, size)
+  }
+
+  init(loading buffer: borrowing PageAlignedBuffer) {
+    (address, rkey, size) = buffer.withUnsafeMutableBytes { bytes in
+      (UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+       UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+       UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+    }
+  }
+}
+
+/// A failure that rping reports on one line and exits for.
+struct PingError: Error, CustomStringConvertible {
+  var description: String
+}
+
+/// Reports an error the way rping.c does (its `cma event ...` line), then ours.
+func report(_ error: any Error) {
+  if let error = error as? CMError, let line = error.rpingLine { printError("\(line)\n") }
+  printError("rping: \(error)\n")
+}
+
+nonisolated(unsafe) var debugEnabled = false
+func debug(_ text: @autoclosure () -> String) {
+  if debugEnabled { print(text()) }
+}
+
+/// The text of a buffer up to its first NUL, as printf("%s") shows it.
+func cString(_ buffer: borrowing PageAlignedBuffer) -> String {
+  buffer.withUnsafeMutableBytes { bytes in
+    let end = bytes.firstIndex(of: 0) ?? bytes.count
+    return String(decoding: bytes[..<end], as: UTF8.self)
+  }
+}
+
+/// Completions, in the order the main loop asks for them. SEND completions
+/// only confirm a message left; they are checked and dropped.
+struct Completions {
+  var pending: [WorkCompletion] = []
+
+  mutating func next(
+    _ opcode: WorkCompletion.Opcode, id: borrowing ConnectionID, cq: borrowing CompletionQueue
+  ) throws -> WorkCompletion {
+    while true {
+      if let index = pending.firstIndex(where: { $0.opcode == opcode }) {
+        return pending.remove(at: index)
+      }
+      for wc in try id.waitForCompletions(on: cq) {
+        try wc.checkSuccess()
+        debug("cq completion: \(wc)")
+        if wc.opcode != .send { pending.append(wc) }
+      }
+    }
+  }
+}
+
+/// One connection's verbs resources, rping_setup_qp and rping_setup_buffers:
+/// a PD, one CQ of 32 entries, a QP of 16 send and 2 receive requests, and
+/// the buffers (receive and send messages, the RDMA buffer, the client's
+/// start buffer), then the first 16-byte receive, posted before connecting.
+func withConnection(
+  _ id: borrowing ConnectionID, options: Options,
+  _ body: (
+    borrowing QueuePair, borrowing CompletionQueue, borrowing Buffers, borrowing Regions
+  ) throws -> Void
+) throws {
+  let pd = try id.allocateProtectionDomain()
+  let cq = try id.createCompletionQueue(entries: 32)
+  let qp = try id.createQueuePair(
+    pd: pd, completions: cq, capacity: QueuePairCapacity(sendRequests: 16, receiveRequests: 2))
+  let buffers = try Buffers(size: options.size)
+  let regions = try Regions(pd: pd, buffers: buffers)
+  try qp.postReceive(regions.receive.scatterGather(offset: 0, count: 16), id: 0)
+  debug("created pd, cq, qp \(qp.number) and buffers of \(options.size) bytes")
+  try body(qp, cq, buffers, regions)
+}
+
+struct Buffers: ~Copyable {
+  let receive: PageAlignedBuffer
+  let send: PageAlignedBuffer
+  let rdma: PageAlignedBuffer
+  let start: PageAlignedBuffer
+
+  init(size: Int) throws(VerbsError) {
+    let receive = try PageAlignedBuffer(byteCount: 16)
+    let send = try PageAlignedBuffer(byteCount: 16)
+    let rdma = try PageAlignedBuffer(byteCount: size)
+    let start = try PageAlignedBuffer(byteCount: size)
+    self.receive = receive
+    self.send = send
+    self.rdma = rdma
+    self.start = start
+  }
+}
+
+struct Regions: ~Copyable, ~Escapable {
+  let receive: MemoryRegion
+  let send: MemoryRegion
+  let rdma: MemoryRegion
+  let start: MemoryRegion
+
+  /// rping's access flags: receive local-write, send none, the data buffers
+  /// local-write, remote-read and remote-write.
+  @_lifetime(borrow pd, borrow buffers)
+  init(pd: borrowing ProtectionDomain, buffers: borrowing Buffers) throws(VerbsError) {
+    let data: MemoryAccess = [.localWrite, .remoteRead, .remoteWrite]
+    let receive = try pd.register(buffers.receive, access: .localWrite)
+    let send = try pd.register(buffers.send, access: [])
+    let rdma = try pd.register(buffers.rdma, access: data)
+    let start = try pd.register(buffers.start, access: data)
+    self.receive = receive
+    self.send = send
+    self.rdma = rdma
+    self.start = start
+  }
+}
+
+// MARK: Server (rping_run_server, rping_test_server)
+
+func runServer(_ options: Options) throws {
+  let listener = try ConnectionID()
+  let address =
+    if let host = options.address { try SocketAddress(host: host, port: options.port) } else {
+      SocketAddress.any(port: options.port)
+    }
+  try listener.bind(address)
+  try listener.listen(backlog: 3)
+  debug("listening on \(address)")
+  repeat {
+    guard let child = try listener.nextRequest() else { continue }
+    debug("connection request from \(child.peerAddress.map { "\($0)" } ?? "?")")
+    do {
+      try serve(child, options)
+    } catch {
+      // A persistent server reports a failed connection and serves the next.
+      guard options.persistent else { throw error }
+      report(error)
+    }
+  } while options.persistent
+}
+
+func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
+  try withConnection(id, options: options) { qp, cq, buffers, regions in
+    try id.accept()
+    debug("accepted; connection established")
+    var completions = Completions()
+    do {
+      while true {
+        // Read state: the client advertised its start buffer.
+        let source = try receiveAdvert(&completions, id, qp, cq, buffers, regions)
+        guard source.size <= UInt32(options.size) else {
+          throw PingError(
+            description: "the client advertised \(source.size) bytes but this server's -S is "
+              + "\(options.size); use the same -S on both sides")
+        }
+        try qp.postSend(
+          .read(from: RemoteBuffer(address: source.address, length: UInt64(source.size), rkey: source.rkey)),
+          regions.rdma.scatterGather(offset: 0, count: Int(source.size)), id: 2)
+        _ = try completions.next(.rdmaRead, id: id, cq: cq)
+        if options.verbose { print("server ping data: \(cString(buffers.rdma))") }
+        try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
+
+        // Write state: the client advertised where the echo goes.
+        let sink = try receiveAdvert(&completions, id, qp, cq, buffers, regions)
+        let length = min(cString(buffers.rdma).utf8.count + 1, options.size)
+        try qp.postSend(
+          .write(to: RemoteBuffer(address: sink.address, length: UInt64(sink.size), rkey: sink.rkey)),
+          regions.rdma.scatterGather(offset: 0, count: length), id: 3)
+        _ = try completions.next(.rdmaWrite, id: id, cq: cq)
+        try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
+      }
+    } catch let error as CMError where error.code == .disconnected {
+      printError("server DISCONNECT EVENT...\n")
+    }
+    try? id.disconnect()
+  }
+}
+
+/// Waits for the next 16-byte message, re-posts the receive at once (as rping
+/// does, before answering), and decodes it.
+func receiveAdvert(
+  _ completions: inout Completions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
+  _ cq: borrowing CompletionQueue, _ buffers: borrowing Buffers, _ regions: borrowing Regions
+) throws -> Advert {
+  let wc = try completions.next(.receive, id: id, cq: cq)
+  guard wc.byteLength == 16 else {
+    throw PingError(description: "Received bogus data, size \(wc.byteLength)")
+  }
+  let advert = Advert(loading: buffers.receive)
+  try qp.postReceive(regions.receive.scatterGather(offset: 0, count: 16), id: 0)
+  debug("received rkey 0x\(String(advert.rkey, radix: 16)) addr 0x\(String(advert.address, radix: 16)) len \(advert.size)")
+  return advert
+}
+
+// MARK: Client (rping_run_client, rping_test_client)
+
+func runClient(_ options: Options) throws {
+  guard let host = options.address else { usage() }
+  let id = try ConnectionID()
+  let destination = try SocketAddress(host: host, port: options.port)
+  let source = try options.source.map { host throws(CMError) in try SocketAddress(host: host) }
+  try id.resolveAddress(destination, from: source, timeout: .milliseconds(2000))
+  try id.resolveRoute(timeout: .milliseconds(2000))
+  debug("resolved \(destination) on \(id.deviceName ?? "?")")
+  try withConnection(id, options: options) { qp, cq, buffers, regions in
+    // The server RDMA READs from us, so it needs responder resources here.
+    try id.connect(ConnectionParameters(
+      responderResources: 1, initiatorDepth: 1, retryCount: 7, rnrRetryCount: 7),
+      timeout: .seconds(10))
+    debug("connected")
+    var completions = Completions()
+    let size = options.size
+    var ping = 0
+    while options.count == 0 || ping < options.count {
+      fill(buffers.start, ping: ping, size: size)
+      Advert(address: regions.start.iova, rkey: regions.start.rkey, size: UInt32(size))
+        .store(in: buffers.send)
+      try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
+      _ = try receiveAdvert(&completions, id, qp, cq, buffers, regions)  // go-ahead: it read
+
+      Advert(address: regions.rdma.iova, rkey: regions.rdma.rkey, size: UInt32(size))
+        .store(in: buffers.send)
+      try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
+      _ = try receiveAdvert(&completions, id, qp, cq, buffers, regions)  // go-ahead: it wrote
+
+      if options.validate && buffers.start.load(0..<size) != buffers.rdma.load(0..<size) {
+        printError("data mismatch!\n")
+        throw PingError(description: "ping \(ping): the echoed data differs from what was sent")
+      }
+      if options.verbose { print("ping data: \(cString(buffers.rdma))") }
+      ping += 1
+    }
+    try id.disconnect()
+  }
+}
+
+/// rping's ping pattern: "rdma-ping-N: " then ASCII from 'A' + N mod 58 up,
+/// wrapping 'z' to 'A', and a NUL in the last byte.
+func fill(_ buffer: borrowing PageAlignedBuffer, ping: Int, size: Int) {
+  buffer.withUnsafeMutableBytes { bytes in
+    let prefix = Array("rdma-ping-\(ping): ".utf8.prefix(size - 1))
+    bytes.copyBytes(from: prefix)
+    var c = UInt8(65 + ping % 58)
+    for i in prefix.count..<size {
+      bytes[i] = c
+      c = c == 122 ? 65 : c + 1
+    }
+    bytes[size - 1] = 0
+  }
+}
+
+// MARK: main
+
+let options = parse(Array(CommandLine.arguments.dropFirst()))
+debugEnabled = options.debug
+do {
+  if options.server == true { try runServer(options) } else { try runClient(options) }
+  exit(0)
+} catch {
+  report(error)
+  exit(Exit.failure)
+}

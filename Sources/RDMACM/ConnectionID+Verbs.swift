@@ -1,0 +1,140 @@
+internal import CRDMA
+public import Verbs
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+extension ConnectionID {
+  /// Allocates a protection domain on the id's device; it borrows the id.
+  /// Available once the id has a device: after address resolution, or on an
+  /// id from ``nextRequest(timeout:)``. The C function is `ibv_alloc_pd`.
+  @_lifetime(borrow self)
+  public func allocateProtectionDomain() throws(CMError) -> ProtectionDomain {
+    let verbs = try device(for: "ibv_alloc_pd")
+    guard let pd = ibv_alloc_pd(verbs) else {
+      throw CMError(VerbsError(.resourceExhausted, operation: "ibv_alloc_pd", errno: CRDMA_errno(),
+                               message: "the device refused a new protection domain"))
+    }
+    return ProtectionDomain(raw: pd, owner: self)
+  }
+
+  /// Creates a completion queue, with its own completion channel, on the
+  /// id's device; it borrows the id. The C function is `ibv_create_cq`.
+  @_lifetime(borrow self)
+  public func createCompletionQueue(entries: Int) throws(CMError) -> CompletionQueue {
+    let verbs = try device(for: "ibv_create_cq")
+    do {
+      return try CompletionQueue(context: verbs, entries: entries, owner: self)
+    } catch {
+      throw CMError(error)
+    }
+  }
+
+  /// Creates the id's reliable-connected queue pair, whose send and receive
+  /// completions both go to `completions`. librdmacm then drives its state
+  /// during connect, accept and disconnect. The queue pair borrows the id,
+  /// the domain and the queue, and is destroyed with `rdma_destroy_qp`.
+  /// The C function is `rdma_create_qp`.
+  @_lifetime(borrow self, borrow pd, borrow completions)
+  public func createQueuePair(
+    pd: borrowing ProtectionDomain, completions: borrowing CompletionQueue,
+    capacity: QueuePairCapacity = QueuePairCapacity()
+  ) throws(CMError) -> QueuePair {
+    var attr = ibv_qp_init_attr()
+    attr.send_cq = completions.raw
+    attr.recv_cq = completions.raw
+    attr.qp_type = IBV_QPT_RC
+    attr.sq_sig_all = 0
+    guard let send = UInt32(exactly: capacity.sendRequests),
+      let receive = UInt32(exactly: capacity.receiveRequests),
+      let sendSGE = UInt32(exactly: capacity.sendScatterGather),
+      let receiveSGE = UInt32(exactly: capacity.receiveScatterGather),
+      let inline = UInt32(exactly: capacity.inlineData)
+    else {
+      throw CMError(.invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
+                    message: "queue pair capacities must fit in 32 bits; got \(capacity)")
+    }
+    attr.cap = ibv_qp_cap(
+      max_send_wr: send, max_recv_wr: receive, max_send_sge: sendSGE, max_recv_sge: receiveSGE,
+      max_inline_data: inline)
+    if rdma_create_qp(raw, pd.raw, &attr) != 0 {
+      let code = CRDMA_errno()
+      throw CMError(VerbsError(
+        code == EINVAL ? .invalidArgument : .resourceExhausted, operation: "rdma_create_qp",
+        errno: code,
+        message: code == EINVAL
+          ? "the domain and queue must come from this id's device, and the id may have only one QP"
+          : "the device refused a queue pair with \(capacity)"))
+    }
+    return QueuePair(adopting: raw, pd: pd, completions: completions, owner: self)
+  }
+
+  /// Waits until `completions` has at least one work completion, and returns
+  /// up to `maximum` of them. Sleeps in `poll(2)` on both the queue's
+  /// completion channel and this id's event channel, so a peer that goes
+  /// away ends the wait with ``CMError/Code/disconnected`` (or the event that
+  /// said so) instead of a hang. Returns an empty array when `timeout` passes.
+  ///
+  /// The C functions are `ibv_poll_cq`, `ibv_req_notify_cq`,
+  /// `ibv_get_cq_event`, `ibv_ack_cq_events` and `rdma_get_cm_event`.
+  public func waitForCompletions(
+    on completions: borrowing CompletionQueue, maximum: Int = 16, timeout: Duration? = nil
+  ) throws(CMError) -> [WorkCompletion] {
+    let clock = ContinuousClock()
+    let deadline = timeout.map { clock.now.advanced(by: $0) }
+    while true {
+      var found: [WorkCompletion]
+      do throws(VerbsError) {
+        found = try completions.poll(maximum: maximum)
+        if !found.isEmpty { return found }
+        // Arm, then poll again: a completion that landed before arming raises no event.
+        let armed = ibv_req_notify_cq(completions.raw, 0)
+        if armed != 0 {
+          throw VerbsError(.other, operation: "ibv_req_notify_cq", errno: armed,
+                           message: "could not arm the completion queue")
+        }
+        found = try completions.poll(maximum: maximum)
+      } catch {
+        throw CMError(error)
+      }
+      if !found.isEmpty { return found }
+      var ms: Int32 = -1
+      if let deadline {
+        let left = clock.now.duration(to: deadline)
+        if left <= .zero { return [] }
+        ms = Int32(clamping: max(1, left.milliseconds))
+      }
+      var descriptors = [
+        pollfd(fd: completions.channel.pointee.fd, events: Int16(POLLIN), revents: 0),
+        pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0),
+      ]
+      if Glibc.poll(&descriptors, 2, ms) < 0 && errno != EINTR {
+        throw CMError(.other, operation: "poll", errno: errno,
+                      message: "waiting for completions and events failed")
+      }
+      if descriptors[1].revents != 0, let event = try takeEvent(),
+        let failure = event.kind.failure
+      {
+        throw CMError(failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
+                      message: ConnectionID.explain(event, peer: peerAddress))
+      }
+      if descriptors[0].revents != 0 {
+        var cq: UnsafeMutablePointer<ibv_cq>? = nil
+        var context: UnsafeMutableRawPointer? = nil
+        if ibv_get_cq_event(completions.channel, &cq, &context) == 0, let cq {
+          ibv_ack_cq_events(cq, 1)
+        }
+      }
+    }
+  }
+
+  func device(for operation: String) throws(CMError) -> UnsafeMutablePointer<ibv_context> {
+    guard let verbs = raw.pointee.verbs else {
+      throw CMError(.invalidArgument, operation: operation, errno: ENODEV,
+                    message: "the id has no RDMA device yet; resolve an address first, "
+                      + "or use the id a connection request gave you")
+    }
+    return verbs
+  }
+}

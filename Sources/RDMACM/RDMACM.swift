@@ -1,3 +1,0 @@
-internal import CRDMA
-/// Connection management over librdmacm (issue 5).
-public enum RDMACMModule {}
