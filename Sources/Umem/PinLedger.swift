@@ -93,7 +93,15 @@ final class PinLedger: Sendable {
       cursor = hi
     }
     if delta > 0 && cursor < end { out.append(Segment(start: cursor, end: end, count: delta)) }
-    return out.filter { $0.count > 0 }
+    var merged: [Segment] = []
+    for s in out where s.count > 0 {
+      if let last = merged.last, last.end == s.start, last.count == s.count {
+        merged[merged.count - 1].end = s.end
+      } else {
+        merged.append(s)
+      }
+    }
+    return merged
   }
 
   /// Pages held in `[start, end)`, for tests: the count of each covered part.

@@ -139,3 +139,20 @@ struct Errno: Error {
   let code: Int32
   init(_ code: Int32) { self.code = code }
 }
+
+/// The running kernel's version, from `uname`.
+enum KernelVersion {
+  static let current: (major: Int, minor: Int) = {
+    var name = utsname()
+    uname(&name)
+    let release = withUnsafeBytes(of: &name.release) {
+      String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+    }
+    let parts = release.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    return (parts.first ?? 0, parts.count > 1 ? parts[1] : 0)
+  }()
+
+  static func atLeast(_ major: Int, _ minor: Int) -> Bool {
+    current.major > major || (current.major == major && current.minor >= minor)
+  }
+}

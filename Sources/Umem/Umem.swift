@@ -163,18 +163,21 @@ public struct Umem: ~Copyable, ~Escapable {
     }
     if writable {
       let populate = system_madvise(range.start, range.end - range.start, Advice.populateWrite)
-      if populate == EINVAL {
+      if populate == EINVAL && !KernelVersion.atLeast(5, 14) {
         // Before Linux 5.14: touch each page (read it and write the same byte back).
         touchForWriting(range.start, range.end)
       } else if populate != 0 {
         _ = unpin(range.start, range.end)
+        // Linux reports incompatible mappings or permissions as EINVAL
+        // (older kernels: EFAULT), and holes as ENOMEM.
+        let denied = populate == EINVAL || populate == EFAULT
         throw UmemError(
-          populate == EFAULT ? .permissionDenied : .other, operation: "madvise(MADV_POPULATE_WRITE)",
-          errno: populate,
-          message: populate == EFAULT
-            ? "the pages cannot be faulted in for writing (read-only or special mapping); "
-              + "map the memory writable or pin it without write access"
-            : "faulting the pages in for writing failed")
+          denied ? .permissionDenied : .notMapped,
+          operation: "madvise(MADV_POPULATE_WRITE)", errno: populate,
+          message: denied
+            ? "the pages cannot be faulted in for writing (a read-only, inaccessible, I/O or "
+              + "PFN mapping); map the memory writable, or pin it without write access"
+            : "part of the range is not mapped; pin only mapped process memory")
       }
     }
     return range

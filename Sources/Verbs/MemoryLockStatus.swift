@@ -71,8 +71,8 @@ enum ProcStatus {
     var result: [String: UInt64] = [:]
     for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
       guard let colon = line.firstIndex(of: ":") else { continue }
-      let fields = line[line.index(after: colon)...].split(
-        separator: " ", omittingEmptySubsequences: true)
+      // "VmLck:\t    1024 kB": a tab, then spaces.
+      let fields = line[line.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\t" })
       guard fields.count == 2, fields[1] == "kB", let value = UInt64(fields[0]) else { continue }
       result[String(line[..<colon])] = value * 1024
     }

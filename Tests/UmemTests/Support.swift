@@ -1,0 +1,137 @@
+import Foundation
+import Phyr
+import TestSupport
+import Testing
+import Verbs
+
+@testable import Umem
+
+/// Expects `body` to throw a `UmemError` with this code and errno, and
+/// returns it for further checks.
+@discardableResult
+func expectUmemError(
+  _ code: UmemError.Code, errno: Int32, sourceLocation: SourceLocation = #_sourceLocation,
+  _ body: () throws -> Void
+) -> UmemError? {
+  do {
+    try body()
+    Issue.record("expected \(code), but nothing was thrown", sourceLocation: sourceLocation)
+    return nil
+  } catch let error as UmemError {
+    #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+    #expect(error.errno == errno, "\(error)", sourceLocation: sourceLocation)
+    #expect(!error.message.isEmpty, sourceLocation: sourceLocation)
+    return error
+  } catch {
+    Issue.record("expected a UmemError, got \(error)", sourceLocation: sourceLocation)
+    return nil
+  }
+}
+
+/// Independent page-map reading for the tests: the raw entry of each page.
+enum TestPagemap {
+  static func entries(address: UInt64, length: UInt64) -> [UInt64] {
+    let first = address / 4096
+    let last = (address + length - 1) / 4096
+    let count = Int(last - first + 1)
+    let handle = FileHandle(forReadingAtPath: "/proc/self/pagemap")!
+    defer { try? handle.close() }
+    try! handle.seek(toOffset: first * 8)
+    let data = try! handle.read(upToCount: count * 8) ?? Data()
+    return data.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+  }
+
+  /// Checks, page by page, that each phyr is physically contiguous and that
+  /// the list covers the buffer byte for byte.
+  static func check(_ layout: UmemLayout, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let phyrs = layout.phyrs else {
+      Issue.record("no phyrs: \(layout)", sourceLocation: sourceLocation)
+      return
+    }
+    #expect(phyrs.totalLength == layout.length, sourceLocation: sourceLocation)
+    #expect(phyrs.reduce(0) { $0 + $1.length } == layout.length, sourceLocation: sourceLocation)
+    let entries = entries(address: layout.address, length: layout.length)
+    let frames = entries.map { $0 & ((1 << 55) - 1) }
+    #expect(entries.allSatisfy { $0 >> 63 == 1 }, sourceLocation: sourceLocation)
+    // Walk the buffer byte ranges page by page against the runs.
+    var page = 0
+    var va = layout.address
+    let end = layout.address + layout.length
+    for run in phyrs {
+      var pa = run.address
+      var left = run.length
+      while left > 0 {
+        let pageEnd = (va / 4096 + 1) * 4096
+        let step = min(left, min(pageEnd, end) - va)
+        #expect(pa >> 12 == frames[page], "page \(page): run \(run) says frame \(pa >> 12), pagemap \(frames[page])", sourceLocation: sourceLocation)
+        #expect(pa % 4096 == va % 4096, sourceLocation: sourceLocation)
+        pa += step
+        va += step
+        left -= step
+        if va % 4096 == 0 { page += 1 }
+      }
+    }
+    #expect(va == end, sourceLocation: sourceLocation)
+    // Maximal runs: neighbours are not physically adjacent.
+    for (a, b) in zip(phyrs, phyrs.dropFirst()) {
+      #expect(a.end != b.address, sourceLocation: sourceLocation)
+    }
+  }
+}
+
+/// Reserves hugetlbfs pages for a test and restores the pool afterwards.
+/// Returns nil (with the reason) when the pool cannot be grown.
+func withHugetlbPages<R>(
+  pageSize: Int, count: Int, _ body: () throws -> R
+) throws -> Result<R, HugetlbUnavailable> {
+  let path = HugetlbPool(pageSize: pageSize).path + "/nr_hugepages"
+  guard let before = HugetlbPool(pageSize: pageSize).total else {
+    return .failure(HugetlbUnavailable(reason: "no hugetlbfs pool of \(pageSize >> 20) MiB"))
+  }
+  func write(_ value: Int) -> Bool {
+    guard let handle = FileHandle(forWritingAtPath: path) else { return false }
+    defer { try? handle.close() }
+    return (try? handle.write(contentsOf: Data("\(value)\n".utf8))) != nil
+  }
+  guard write(before + count) else {
+    return .failure(HugetlbUnavailable(reason: "cannot write \(path) (not root?)"))
+  }
+  defer { _ = write(before) }
+  let now = HugetlbPool(pageSize: pageSize)
+  guard let free = now.free, free >= count else {
+    return .failure(
+      HugetlbUnavailable(
+        reason: "asked \(path) for \(before + count) pages, got \(now.total ?? 0) "
+          + "(\(now.free ?? 0) free): memory too fragmented"))
+  }
+  return .success(try body())
+}
+
+struct HugetlbUnavailable: Error, CustomStringConvertible {
+  var reason: String
+  var description: String { reason }
+}
+
+/// Runs `umem` with arguments and parses its JSON output.
+func inspectJSON(_ arguments: [String], prefix: [String] = []) -> (Int32, [String: Any], String) {
+  let result = TestTools.run(prefix + [TestTools.executable("umem")] + arguments)
+  let object = (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any]
+  return (result.status, object ?? [:], result.stderr + result.stdout)
+}
+
+/// The answer of `umem plan` for an inspect report, with the report's IOVA.
+func replan(_ report: [String: Any]) -> [String: Any]? {
+  guard let phyrs = report["phyrs"] as? [[String]] else { return nil }
+  var arguments = [
+    "plan", "--address", report["address"] as! String, "--length", report["length"] as! String,
+    "--iova", report["iova"] as! String, "--page-sizes", report["pageSizes"] as! String, "--json",
+  ]
+  for pair in phyrs { arguments += ["--phyr", "\(pair[0]):\(pair[1])"] }
+  return inspectJSON(arguments).1
+}
+
+let planKeys = ["pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset"]
+
+func planFields(_ object: [String: Any]) -> [String] {
+  planKeys.map { "\(object[$0] ?? "missing")" }
+}
