@@ -68,8 +68,14 @@ enum ProcStatus {
         break
       }
     }
+    return parse(String(decoding: data, as: UTF8.self))
+  }
+
+  /// The `kB` counters of a `/proc/PID/status` text, in bytes. Lines look like
+  /// `VmPin:\t    1024 kB` (a tab, then padding spaces).
+  static func parse(_ text: String) -> [String: UInt64] {
     var result: [String: UInt64] = [:]
-    for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+    for line in text.split(separator: "\n") {
       guard let colon = line.firstIndex(of: ":") else { continue }
       // "VmLck:\t    1024 kB": a tab, then spaces.
       let fields = line[line.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\t" })

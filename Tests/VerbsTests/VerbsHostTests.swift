@@ -118,6 +118,16 @@ import Testing
     #expect(!link.isZero)
   }
 
+  @Test func procStatusCountersParse() {
+    let text = "Name:\tswift\nVmLck:\t    1024 kB\nVmPin:\t      64 kB\nThreads:\t4\nVmRSS:\t  300 kB\n"
+    let counters = ProcStatus.parse(text)
+    #expect(counters["VmLck"] == 1024 * 1024)
+    #expect(counters["VmPin"] == 64 * 1024)
+    #expect(counters["VmRSS"] == 300 * 1024)
+    #expect(counters["Threads"] == nil)
+    #expect(ProcStatus.read()["VmRSS"].map { $0 > 0 } == true)
+  }
+
   @Test func guidFormat() {
     #expect(Device.format(guid: 0x0250_56ff_fe8a_1b2c) == "0250:56ff:fe8a:1b2c")
     #expect(Device.format(guid: 1) == "0000:0000:0000:0001")

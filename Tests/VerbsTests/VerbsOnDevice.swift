@@ -74,6 +74,8 @@ struct VerbsOnDevice {
         // The leak checks are only as good as the counter: it must see this MR.
         #expect(ResourceSnapshot.countOwn("mr") == 1)
         #expect(ResourceSnapshot.countOwn("pd") == 1)
+        // And pinning must show: the kernel charges the MR's pages to VmPin.
+        #expect(MemoryLockStatus.current().pinnedBytes >= 64 << 10)
         #expect(mr.address == buffer.address)
         #expect(mr.length == 64 << 10)
         #expect(mr.iova == buffer.address)
