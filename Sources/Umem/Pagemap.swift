@@ -102,26 +102,47 @@ struct PagemapDecoder {
     return (lo - pageStart, hi - lo)
   }
 
+  /// The run being extended, appended to ``list`` when a page does not
+  /// follow it (cheaper than appending page by page).
+  var runAddress: UInt64 = 0
+  var runLength: UInt64 = 0
+
   mutating func feed(_ entries: UnsafeBufferPointer<UInt64>) {
+    var page = self.page
+    var runAddress = self.runAddress
+    var runLength = self.runLength
     for entry in entries {
-      defer { page += 1 }
-      guard entry & PagemapEntry.present != 0 else {
-        notPresent.append(lockStart + UInt64(page) << cpuPageShift)
-        continue
-      }
-      presentPages += 1
       let frame = entry & PagemapEntry.frameMask
-      if frame == 0 {
+      if entry & PagemapEntry.present == 0 {
+        notPresent.append(lockStart + UInt64(page) << cpuPageShift)
+      } else if frame == 0 {
+        presentPages += 1
         zeroFrames += 1
-        continue
+      } else {
+        presentPages += 1
+        let (offset, length) = span(ofPage: page)
+        let address = frame << cpuPageShift | offset
+        if runLength != 0 && address == runAddress &+ runLength {
+          runLength &+= length
+        } else {
+          // Cannot fail: frames are below 2^55 and lengths are 1...4096.
+          if runLength != 0 { try? list.append(address: runAddress, length: runLength) }
+          runAddress = address
+          runLength = length
+        }
       }
-      let (offset, length) = span(ofPage: page)
-      // Cannot fail: frames are below 2^55 and lengths are 1...4096.
-      try? list.append(address: frame << cpuPageShift | offset, length: length)
+      page &+= 1
     }
+    self.page = page
+    self.runAddress = runAddress
+    self.runLength = runLength
   }
 
-  func finish() -> UmemLayout {
+  mutating func finish() -> UmemLayout {
+    if runLength != 0 {
+      try? list.append(address: runAddress, length: runLength)
+      runLength = 0
+    }
     let available = zeroFrames == 0
     var reason: String? = nil
     if !available {

@@ -156,3 +156,31 @@ enum KernelVersion {
     current.major > major || (current.major == major && current.minor >= minor)
   }
 }
+
+/// The soft `RLIMIT_MEMLOCK` in bytes, `nil` when unlimited or unreadable.
+/// The C function is `getrlimit`.
+func memlockSoftLimit() -> UInt64? {
+  var limit = rlimit()
+  guard getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0,
+    limit.rlim_cur != rlim_t.max
+  else { return nil }
+  return UInt64(limit.rlim_cur)
+}
+
+/// `CapEff` and `VmLck` from one read of `/proc/self/status`.
+struct ProcessStatus {
+  var capabilities: UInt64 = 0
+  var lockedBytes: UInt64 = 0
+
+  static func read() -> ProcessStatus {
+    var out = ProcessStatus()
+    guard case .success(let text) = readTextFile("/proc/self/status") else { return out }
+    for line in text.split(separator: "\n") {
+      let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+      guard fields.count >= 2 else { continue }
+      if fields[0] == "CapEff:" { out.capabilities = UInt64(fields[1], radix: 16) ?? 0 }
+      if fields[0] == "VmLck:" { out.lockedBytes = (UInt64(fields[1]) ?? 0) * 1024 }
+    }
+    return out
+  }
+}

@@ -228,22 +228,23 @@ public struct Umem: ~Copyable, ~Escapable {
   /// The memlock check, before `mlock`: a zero limit is EPERM, going over it
   /// is ENOMEM, both unless the process has `CAP_IPC_LOCK`.
   static func checkLimit(adding bytes: UInt64) -> UmemError? {
-    guard bytes > 0, !hasCapability(Capability.ipcLock) else { return nil }
-    let status = MemoryLockStatus.current()
-    guard let soft = status.softLimit else { return nil }
+    guard bytes > 0, let soft = memlockSoftLimit() else { return nil }
+    // One read of /proc/self/status gives both the capability and VmLck.
+    let own = ProcessStatus.read()
+    guard own.capabilities & (1 << UInt64(Capability.ipcLock)) == 0 else { return nil }
     let advice =
       "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
       + "give the process CAP_IPC_LOCK, or pin less"
     if soft == 0 {
       return UmemError(
         .memoryLockLimit, operation: "mlock", errno: EPERM,
-        message: "the process may not lock memory: \(status). \(advice)", checkedBeforeCall: true)
+        message: "the process may not lock memory: \(MemoryLockStatus.current()). \(advice)", checkedBeforeCall: true)
     }
-    if status.lockedBytes + bytes > soft {
+    if own.lockedBytes + bytes > soft {
       return UmemError(
         .memoryLockLimit, operation: "mlock", errno: ENOMEM,
         message: "locking \(bytes / 1024) KiB more would exceed the locked-memory limit "
-          + "(\(soft / 1024) KiB allowed, \(status.lockedBytes / 1024) KiB locked): \(status). "
+          + "(\(soft / 1024) KiB allowed, \(own.lockedBytes / 1024) KiB locked): \(MemoryLockStatus.current()). "
           + advice, checkedBeforeCall: true)
     }
     return nil
