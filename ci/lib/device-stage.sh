@@ -24,11 +24,13 @@ bundle=$(ls -d "$scratch"/debug/*PackageTests.xctest 2>/dev/null | head -n 1)
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
+# One test at a time: device suites in different modules would otherwise run
+# side by side, and their leak checks count process-wide pins, MRs and PDs.
+echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice --no-parallel (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
 t=$(now)
 if [ -n "$bundle" ] && [ -x "$bundle" ]; then
   timeout -k 20 "${UMEM_DEVICE_TEST_TIMEOUT:-540}" \
-    "$bundle" --testing-library swift-testing --filter OnDevice \
+    "$bundle" --testing-library swift-testing --filter OnDevice --no-parallel \
     --xunit-output "$res/device.xml" 2>&1 | tee "$res/device.log"
   echo "${PIPESTATUS[0]}" >"$res/device.status"
 else
