@@ -18,11 +18,11 @@ func parseSize(_ text: String) -> UInt64? {
   return overflow ? nil : product
 }
 
-/// Parses `0x...` hex or decimal.
+/// Parses `0x...` hex or decimal; `_` separators are allowed (`0x7f00_0000_0000`).
 func parseNumber(_ text: String) -> UInt64? {
-  let lower = text.lowercased()
-  if lower.hasPrefix("0x") { return UInt64(lower.dropFirst(2), radix: 16) }
-  return UInt64(lower)
+  let digits = text.filter { $0 != "_" }.lowercased()
+  if digits.hasPrefix("0x") { return UInt64(digits.dropFirst(2), radix: 16) }
+  return UInt64(digits, radix: 10)
 }
 
 /// `0x...` lower-case hex.

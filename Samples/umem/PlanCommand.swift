@@ -144,14 +144,14 @@ struct Plan: ParsableCommand {
     guard list.totalLength == length else {
       throw BadArgument(
         argument: "--phyr",
-        why: "lengths add up to \(Self.hex(list.totalLength)), but --length is \(Self.hex(length))")
+        why: "lengths add up to \(hex(list.totalLength)), but --length is \(hex(length))")
     }
     let first = phyrs[0].address
     guard first % 4096 == address % 4096 else {
       throw BadArgument(
         argument: "--phyr \(phyrs[0])",
-        why: "starts at page offset \(Self.hex(first % 4096)), but --address has "
-          + "\(Self.hex(address % 4096)); the first phyr must hold the first byte")
+        why: "starts at page offset \(hex(first % 4096)), but --address has "
+          + "\(hex(address % 4096)); the first phyr must hold the first byte")
     }
     return Input(
       address: address, list: list, policy: policy, pageSizes: PageSizes(pageSizeCap: bitmap))
@@ -160,17 +160,12 @@ struct Plan: ParsableCommand {
   /// Parses hex (`0x...`) or decimal; `_` separators allowed.
   static func number(_ text: String?, _ argument: String) throws(BadArgument) -> UInt64 {
     guard let text else { throw BadArgument(argument: argument, why: "missing") }
-    let digits = text.replacingOccurrences(of: "_", with: "").lowercased()
-    let value =
-      digits.hasPrefix("0x") ? UInt64(digits.dropFirst(2), radix: 16) : UInt64(digits, radix: 10)
-    guard let value else {
+    guard let value = parseNumber(text) else {
       throw BadArgument(
         argument: argument, why: "'\(text)' is not a number (use 0x... hex or decimal, below 2^64)")
     }
     return value
   }
-
-  static func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
   static func quoted(_ value: UInt64?) -> String { value.map { "\"\(hex($0))\"" } ?? "null" }
 
