@@ -61,6 +61,15 @@ public struct CMEvent: Sendable, Hashable, CustomStringConvertible {
   /// For `CONNECT_REQUEST`: the new id, owned by whoever adopts the event.
   var requestID: UInt
 
+  init(kind: Kind, status: Int32) {
+    self.kind = kind
+    self.status = status
+    privateData = []
+    responderResources = 0
+    initiatorDepth = 0
+    requestID = 0
+  }
+
   init(_ event: UnsafeMutablePointer<rdma_cm_event>) {
     let e = event.pointee
     kind = Kind(rawValue: e.event.rawValue)

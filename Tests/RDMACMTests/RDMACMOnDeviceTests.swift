@@ -1,0 +1,202 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+import TestSupport
+import Verbs
+
+@testable import RDMACM
+
+/// Connection management on a real device (rxe0 on 198.18.0.1 under ci/rxe).
+@Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
+struct RDMACMOnDevice {
+  static let host = ProcessInfo.processInfo.environment["UMEM_RXE_ADDR"] ?? "198.18.0.1"
+
+  /// librdmacm opens every device on first use and keeps it open, so the
+  /// first resolution in a process adds descriptors that are not leaks.
+  func warmUp() throws {
+    let id = try ConnectionID()
+    try id.resolveAddress(SocketAddress(host: Self.host, port: 7500))
+  }
+
+  @Test func resolvesAddressAndRoute() throws {
+    try warmUp()
+    try expectNoLeaks("address and route resolution") { try resolve() }
+  }
+
+  @Test func loopbackIsATypedError() throws {
+    try warmUp()
+    try expectNoLeaks("failed resolution") { try resolveLoopback() }
+  }
+
+  @Test func nothingListeningIsRejectedAndLeaksNothing() throws {
+    try warmUp()
+    try expectNoLeaks("a rejected connect with a PD, CQ, QP and MR") { try connectToNobody() }
+  }
+
+  @Test func boundPortIsInUseForASecondListener() throws {
+    try warmUp()
+    try expectNoLeaks("two listeners") { try bindTwice() }
+  }
+
+  @Test func connectAcceptSendAndDisconnect() throws {
+    try warmUp()
+    let port: UInt16 = 7505
+    let server = ServerThread()
+    try expectNoLeaks("a connection with one SEND, both sides") { try connectBothSides(server, port: port) }
+    #expect(server.failure == nil, "\(server.failure ?? "")")
+    #expect(server.received == Array("hello, rping".utf8))
+    #expect(server.sawDisconnect)
+  }
+
+  func resolve() throws {
+    let id = try ConnectionID()
+    try id.resolveAddress(SocketAddress(host: Self.host, port: 7501), timeout: .seconds(2))
+    try id.resolveRoute(timeout: .seconds(2))
+    let device = id.deviceName
+    let peer = id.peerAddress?.description
+    #expect(device != nil)
+    #expect(peer == "\(Self.host):7501")
+  }
+
+  func resolveLoopback() throws {
+    let id = try ConnectionID()
+    do {
+      try id.resolveAddress(SocketAddress(host: "127.0.0.1", port: 7502))
+      try id.resolveRoute()
+      Issue.record("127.0.0.1 resolved to an RDMA route")
+    } catch {
+      let codes: [CMError.Code] = [.addressError, .routeError]
+      #expect(codes.contains(error.code), "\(error)")
+      let enodev: Bool = error.errno == ENODEV || error.status == -ENODEV
+      #expect(enodev, "\(error)")
+      #expect(error.description.contains("127.0.0.1"), "\(error)")
+    }
+  }
+
+  func connectToNobody() throws {
+    let id = try ConnectionID()
+    try id.resolveAddress(SocketAddress(host: Self.host, port: 7503))
+    try id.resolveRoute()
+    let pd = try id.allocateProtectionDomain()
+    let cq = try id.createCompletionQueue(entries: 8)
+    let qp = try id.createQueuePair(pd: pd, completions: cq)
+    let buffer = try PageAlignedBuffer(byteCount: 4096)
+    let mr = try pd.register(buffer, access: .localWrite)
+    try qp.postReceive(mr.scatterGather(offset: 0, count: 64), id: 1)
+    do {
+      try id.connect(timeout: .seconds(20))
+      Issue.record("connected although nothing listens on port 7503")
+    } catch {
+      #expect(error.code == .rejected, "\(error)")
+      #expect(error.event == .rejected)
+      #expect(error.status == 8)
+      #expect(error.rpingLine == "cma event RDMA_CM_EVENT_REJECTED, error 8")
+      #expect(error.description.contains("nothing is listening"))
+    }
+  }
+
+  func bindTwice() throws {
+    let first = try ConnectionID()
+    try first.bind(SocketAddress(host: Self.host, port: 7504))
+    try first.listen()
+    let second = try ConnectionID()
+    var refused: CMError? = nil
+    do {
+      try second.bind(SocketAddress(host: Self.host, port: 7504))
+    } catch {
+      refused = error
+    }
+    #expect(refused?.errno == EADDRINUSE, "\(String(describing: refused))")
+  }
+
+  func connectBothSides(_ server: ServerThread, port: UInt16) throws {
+    Thread.detachNewThread { server.run(host: Self.host, port: port) }
+    let deadline = DispatchTime.now() + DispatchTimeInterval.seconds(40)
+    let started: Bool = server.ready.wait(timeout: deadline) == DispatchTimeoutResult.success
+    #expect(started)
+    try client(port: port)
+    let finished: Bool = server.done.wait(timeout: deadline) == DispatchTimeoutResult.success
+    #expect(finished)
+  }
+
+  func client(port: UInt16) throws {
+    let id = try ConnectionID()
+    try id.resolveAddress(SocketAddress(host: Self.host, port: port))
+    try id.resolveRoute()
+    let pd = try id.allocateProtectionDomain()
+    let cq = try id.createCompletionQueue(entries: 8)
+    let qp = try id.createQueuePair(pd: pd, completions: cq)
+    let buffer = try PageAlignedBuffer(byteCount: 64)
+    buffer.copy(from: Array("hello, rping".utf8))
+    let mr = try pd.register(buffer, access: [])
+    let established = try id.connect(ConnectionParameters(), timeout: .seconds(20))
+    #expect(established.kind == .established)
+    #expect(Array(established.privateData.prefix(3)) == [7, 1, 74])
+    try qp.postSend(.send, mr.scatterGather(offset: 0, count: 12), id: 9)
+    let completions = try id.waitForCompletions(on: cq, timeout: .seconds(20))
+    #expect(completions.count == 1)
+    #expect(completions.first?.status.isSuccess == true)
+    #expect(completions.first?.id == 9)
+    try id.disconnect()
+  }
+}
+
+/// The accepting side of ``RDMACMOnDevice/connectAcceptSendAndDisconnect()``,
+/// on its own thread because connect and accept each wait for the other.
+final class ServerThread: @unchecked Sendable {
+  let ready = DispatchSemaphore(value: 0)
+  let done = DispatchSemaphore(value: 0)
+  var received: [UInt8] = []
+  var failure: String?
+  var sawDisconnect = false
+
+  func run(host: String, port: UInt16) {
+    defer { done.signal() }
+    do {
+      let listener = try ConnectionID()
+      try listener.bind(SocketAddress(host: host, port: port))
+      try listener.listen()
+      ready.signal()
+      guard let child = try listener.nextRequest(timeout: .seconds(20)) else {
+        failure = "no connection request within 20 s"
+        return
+      }
+      try serve(child)
+    } catch {
+      failure = "\(error)"
+      ready.signal()
+    }
+  }
+
+  func serve(_ id: borrowing ConnectionID) throws {
+    let pd = try id.allocateProtectionDomain()
+    let cq = try id.createCompletionQueue(entries: 8)
+    let qp = try id.createQueuePair(pd: pd, completions: cq)
+    let buffer = try PageAlignedBuffer(byteCount: 64)
+    let mr = try pd.register(buffer, access: .localWrite)
+    try qp.postReceive(mr.scatterGather(offset: 0, count: 64), id: 1)
+    try id.accept(ConnectionParameters(privateData: [7, 1, 74]), timeout: .seconds(20))
+    let completions = try id.waitForCompletions(on: cq, timeout: .seconds(20))
+    guard let wc = completions.first, wc.status.isSuccess, wc.opcode == .receive else {
+      failure = "expected one receive, got \(completions)"
+      return
+    }
+    received = buffer.load(0..<Int(wc.byteLength))
+    let ended = waitForDisconnect(id, cq)
+    sawDisconnect = ended?.rpingLine == "cma event RDMA_CM_EVENT_DISCONNECTED, error 0"
+  }
+
+  func waitForDisconnect(
+    _ id: borrowing ConnectionID, _ cq: borrowing CompletionQueue
+  ) -> CMError? {
+    do {
+      _ = try id.waitForCompletions(on: cq, timeout: .seconds(20))
+      return nil
+    } catch {
+      return error
+    }
+  }
+}

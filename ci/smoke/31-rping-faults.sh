@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Usage: ci/rxe ci/smoke/31-rping-faults.sh
+#
+# Fault cases for the Swift rping on rxe: a peer killed mid-run, a persistent
+# server (-P) that outlives a killed client, nothing listening, an address no
+# one answers, loopback, mismatched -S, and bad flags. Each check prints one
+# line; the script exits non-zero if any failed.
+set -uo pipefail
+rping=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rping
+c_rping=$(command -v rping || echo /usr/bin/rping)
+addr=${RPING_ADDR:-198.18.0.1}
+logs=$(mktemp -d)
+failures=0
+
+ok() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+show() { sed 's/^/     | /' "$1" | grep -v 'ping data' | head -n 6; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# expect NAME WANT_STATUS PATTERN CMD...: runs CMD (40 s limit), checks the
+# exit status and that stderr+stdout contain PATTERN.
+expect() {
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  local t
+  t=$(now)
+  timeout 40 "$@" >"$logs/out" 2>&1
+  local status=$?
+  if [ "$status" -eq "$want" ] && grep -q -- "$pattern" "$logs/out"; then
+    ok "$name: exit $status after $(since "$t")s, says '$pattern'"
+  else
+    fail "$name: exit $status (want $want), pattern '$pattern'"
+    show "$logs/out"
+  fi
+}
+
+# 1. Nothing listening: REJECTED, reported like rping.
+expect "nothing listening" 255 "cma event RDMA_CM_EVENT_REJECTED, error 8" \
+  "$rping" -c -a "$addr" -p 7400 -C 1
+# 2. An address on the subnet that nobody answers: a clear timeout.
+expect "no peer at 198.18.0.99" 255 "ESTABLISHED within" "$rping" -c -a 198.18.0.99 -p 7400 -C 1
+# 3. Loopback does not reach rxe.
+expect "127.0.0.1" 255 "ENODEV" "$rping" -c -a 127.0.0.1 -p 7400 -C 1
+# 4. Bad flags exit with EINVAL (22) like rping.
+expect "invalid -S 1" 22 "Invalid size 1" "$rping" -s -S 1
+expect "neither -s nor -c" 22 "Usage" "$rping" -a "$addr"
+expect "unresolvable -a" 255 "getaddrinfo" "$rping" -c -a no.such.host.invalid -C 1
+
+# 5. Mismatched sizes: a Swift server with a smaller -S refuses the READ.
+"$rping" -s -a "$addr" -p 7401 -S 64 >"$logs/s5" 2>&1 &
+sp=$!
+sleep 1.5
+expect "client -S 4096 vs Swift server -S 64 (client side)" 255 "DISCONNECTED" \
+  "$rping" -c -a "$addr" -p 7401 -S 4096 -C 5 -V
+wait "$sp"
+status=$?
+if [ "$status" -ne 0 ] && grep -q "use the same -S" "$logs/s5"; then
+  ok "client -S 4096 vs Swift server -S 64 (server side): exit $status, asks for the same -S"
+else
+  fail "mismatched sizes, Swift server: exit $status"
+  show "$logs/s5"
+fi
+# ... and against the C server, whose READ fails.
+"$c_rping" -s -a "$addr" -p 7402 -S 64 >"$logs/s5c" 2>&1 &
+sp=$!
+sleep 1.5
+expect "client -S 4096 vs C server -S 64" 255 "RDMA_CM_EVENT_" \
+  "$rping" -c -a "$addr" -p 7402 -S 4096 -C 5 -V
+wait "$sp" || true
+
+# 6. Server killed mid-run: the client reports the disconnect within 10 s.
+"$rping" -s -a "$addr" -p 7403 -S 64 >"$logs/s6" 2>&1 &
+sp=$!
+sleep 1.5
+"$rping" -c -a "$addr" -p 7403 -S 64 -C 0 -V >"$logs/c6" 2>&1 &
+cp=$!
+sleep 3
+kill -9 "$sp"
+t=$(now)
+for _ in $(seq 100); do kill -0 "$cp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cp" 2>/dev/null; then
+  fail "server killed: client still running after 10 s"
+  kill -9 "$cp"
+  wait "$cp"
+else
+  wait "$cp"
+  status=$?
+  if [ "$status" -ne 0 ] && grep -q "RDMA_CM_EVENT_DISCONNECTED\|status" "$logs/c6"; then
+    ok "server killed mid-run: client exit $status after $(since "$t")s: $(grep -m1 'rping:' "$logs/c6")"
+  else
+    fail "server killed: client exit $status"
+    show "$logs/c6"
+  fi
+fi
+
+# 7. Client killed mid-run: a one-shot server ends within 10 s (exit 0 when
+#    the kill lands between pings, as rping's server; non-zero mid-ping).
+"$rping" -s -a "$addr" -p 7404 -S 64 >"$logs/s7" 2>&1 &
+sp=$!
+sleep 1.5
+"$rping" -c -a "$addr" -p 7404 -S 64 -C 0 >"$logs/c7" 2>&1 &
+cp=$!
+sleep 3
+kill -9 "$cp"
+t=$(now)
+for _ in $(seq 100); do kill -0 "$sp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$sp" 2>/dev/null; then
+  fail "client killed: server still running after 10 s"
+  kill -9 "$sp"
+else
+  wait "$sp"
+  ok "client killed mid-run: server ended after $(since "$t")s with exit $?: $(grep -m1 'DISCONNECT\|rping:' "$logs/s7")"
+fi
+wait "$cp" 2>/dev/null
+
+# 8. A persistent server survives a killed client, holds no QP for it, and
+#    serves the next client (Swift and C).
+"$rping" -s -P -a "$addr" -p 7405 -S 64 -v >"$logs/s8" 2>&1 &
+sp=$!
+sleep 1.5
+"$rping" -c -a "$addr" -p 7405 -S 64 -C 0 >"$logs/c8" 2>&1 &
+cp=$!
+sleep 3
+kill -9 "$cp"
+wait "$cp" 2>/dev/null
+sleep 2
+qps=$(rdma resource show qp 2>/dev/null | grep -c "pid $sp " || true)
+if kill -0 "$sp" 2>/dev/null && [ "$qps" -eq 0 ]; then
+  ok "-P server alive after a killed client, $qps QPs left for it"
+else
+  fail "-P server: alive? $(kill -0 "$sp" 2>/dev/null && echo yes || echo no), QPs left $qps"
+  show "$logs/s8"
+fi
+expect "-P server serves the next Swift client" 0 "ping data: rdma-ping-9:" \
+  "$rping" -c -a "$addr" -p 7405 -S 64 -C 10 -V -v
+expect "-P server serves the next C client" 0 "ping data: rdma-ping-9:" \
+  "$c_rping" -c -a "$addr" -p 7405 -S 64 -C 10 -V -v
+kill "$sp" 2>/dev/null
+wait "$sp" 2>/dev/null
+
+# 9. Nothing left behind: no user QPs or CM ids remain once all runs ended.
+sleep 1
+left=$(rdma resource show qp 2>/dev/null | grep -c "comm rping" || true)
+if [ "$left" -eq 0 ]; then ok "no rping QPs left in the kernel"; else fail "$left rping QPs left"; fi
+
+rm -rf "$logs"
+echo "31-rping-faults: $failures failure(s)"
+[ "$failures" -eq 0 ]
