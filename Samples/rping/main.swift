@@ -288,7 +288,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
 
         // Write state: the client advertised where the echo goes.
         let sink = try receiveAdvert(&completions, id, qp, cq, buffers, regions)
-        let length = min(cString(buffers.rdma).utf8.count + 1, options.size)
+        let length = min(strnlen(buffers.rdma.baseAddress, options.size) + 1, options.size)
         try qp.postSend(
           .write(to: RemoteBuffer(address: sink.address, length: UInt64(sink.size), rkey: sink.rkey)),
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
@@ -349,7 +349,7 @@ func runClient(_ options: Options) throws {
       try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
       _ = try receiveAdvert(&completions, id, qp, cq, buffers, regions)  // go-ahead: it wrote
 
-      if options.validate && buffers.start.load(0..<size) != buffers.rdma.load(0..<size) {
+      if options.validate && memcmp(buffers.start.baseAddress, buffers.rdma.baseAddress, size) != 0 {
         printError("data mismatch!\n")
         throw PingError(description: "ping \(ping): the echoed data differs from what was sent")
       }
@@ -366,10 +366,14 @@ func fill(_ buffer: borrowing PageAlignedBuffer, ping: Int, size: Int) {
   buffer.withUnsafeMutableBytes { bytes in
     let prefix = Array("rdma-ping-\(ping): ".utf8.prefix(size - 1))
     bytes.copyBytes(from: prefix)
-    var c = UInt8(65 + ping % 58)
-    for i in prefix.count..<size {
-      bytes[i] = c
-      c = c == 122 ? 65 : c + 1
+    // The 58 letters 'A'...'z', rotated to start at ping mod 58 and repeated.
+    let first = ping % 58
+    let cycle = (0..<58).map { UInt8(65 + ($0 + first) % 58) }
+    var offset = prefix.count
+    while offset < size {
+      let n = min(cycle.count, size - offset)
+      UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<offset + n]).copyBytes(from: cycle[..<n])
+      offset += n
     }
     bytes[size - 1] = 0
   }
