@@ -54,7 +54,8 @@ public struct UmemError: Error, Sendable, Hashable, CustomStringConvertible {
 
   /// `operation failed: ENAME (strerror): message`, like ``VerbsError``.
   public var description: String {
-    let when = checkedBeforeCall ? " (checked before calling C)" : ""
-    return "\(operation) failed\(when): \(errnoName) (\(ErrnoName.text(errno))): \(message)"
+    ErrnoName.failure(
+      operation: operation, errno: errno, message: message, checkedBeforeCall: checkedBeforeCall)
   }
+
 }

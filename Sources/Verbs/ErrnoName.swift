@@ -46,4 +46,13 @@ package enum ErrnoName {
     guard let cString = strerror(code) else { return "unknown error" }
     return String(cString: cString)
   }
+  /// The one-line form every error type of this package prints:
+  /// `operation failed: ENAME (strerror): message`.
+  package static func failure(
+    operation: String, errno: Int32, message: String, checkedBeforeCall: Bool
+  ) -> String {
+    let when = checkedBeforeCall ? " (checked before calling C)" : ""
+    return "\(operation) failed\(when): \(of(errno)) (\(text(errno))): \(message)"
+  }
+
 }

@@ -58,7 +58,8 @@ public struct VerbsError: Error, Sendable, Hashable, CustomStringConvertible {
 
   /// `operation: ENAME (strerror): message`.
   public var description: String {
-    let when = checkedBeforeCall ? " (checked before calling C)" : ""
-    return "\(operation) failed\(when): \(errnoName) (\(ErrnoName.text(errno))): \(message)"
+    ErrnoName.failure(
+      operation: operation, errno: errno, message: message, checkedBeforeCall: checkedBeforeCall)
   }
+
 }
