@@ -129,10 +129,7 @@ struct Register: ParsableCommand {
     let cq = try context.createCompletionQueue(entries: 16)
     let a = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
     let b = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
-    let endA = try a.endpoint()
-    let endB = try b.endpoint()
-    try a.connect(to: endB, from: endA)
-    try b.connect(to: endA, from: endB)
+    try a.connectLoopback(with: b)
     let source = try PageAlignedBuffer(byteCount: 8192)
     let target = try PageAlignedBuffer(byteCount: 8192)
     let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead]

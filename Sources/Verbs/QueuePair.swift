@@ -245,6 +245,21 @@ public struct QueuePair: ~Copyable, ~Escapable {
       ], "RTS")
   }
 
+  /// Connects this queue pair and `other`, on the same device, to each
+  /// other: both endpoints are taken from ``endpoint(port:gidIndex:)`` and
+  /// each side is moved to RTS with ``connect(to:from:access:readAtomics:)``.
+  /// Handy for loopback tests and self-checks; rxe routes the traffic
+  /// through its internal loopback path.
+  public func connectLoopback(
+    with other: borrowing QueuePair,
+    access: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
+  ) throws(VerbsError) {
+    let mine = try endpoint()
+    let theirs = try other.endpoint()
+    try connect(to: theirs, from: mine, access: access)
+    try other.connect(to: mine, from: theirs, access: access)
+  }
+
   func modify(_ attr: inout ibv_qp_attr, _ mask: [ibv_qp_attr_mask], _ state: String)
     throws(VerbsError)
   {

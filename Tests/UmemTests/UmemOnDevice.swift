@@ -71,10 +71,7 @@ struct UmemOnDevice {
     let cqB = try context.createCompletionQueue(entries: 16)
     let a = try pd.createQueuePair(sendCompletions: cqA, receiveCompletions: cqA)
     let b = try pd.createQueuePair(sendCompletions: cqB, receiveCompletions: cqB)
-    let endA = try a.endpoint()
-    let endB = try b.endpoint()
-    try a.connect(to: endB, from: endA)
-    try b.connect(to: endA, from: endB)
+    try a.connectLoopback(with: b)
 
     let size = 4 << 20
     let bufferA = try UmemBuffer(byteCount: size, backing: .transparentHuge)

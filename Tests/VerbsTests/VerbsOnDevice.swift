@@ -223,10 +223,7 @@ struct VerbsOnDevice {
     let cqB = try context.createCompletionQueue(entries: 64)
     let a = try pd.createQueuePair(sendCompletions: cqA, receiveCompletions: cqA)
     let b = try pd.createQueuePair(sendCompletions: cqB, receiveCompletions: cqB)
-    let endA = try a.endpoint()
-    let endB = try b.endpoint()
-    try a.connect(to: endB, from: endA)
-    try b.connect(to: endA, from: endB)
+    try a.connectLoopback(with: b)
 
     let size = 128 << 10
     let bufferA = try PageAlignedBuffer(byteCount: size)
