@@ -8,7 +8,13 @@
 // compares (-V). Every message is 16 bytes: be64 address, be32 rkey, be32 size.
 //
 // rping.c uses a CM thread and a CQ thread; here one thread sleeps in poll(2)
-// on both the completion channel and the connection's event channel.
+// on both the completion channel and the connection's event channel. A -P
+// server gives every connection its own such thread, as rping.c does.
+//
+// Beyond rping.c: a server given -C N exits non-zero when its client goes
+// away before N pings (rping.c's server ignores -C and exits 0 whenever the
+// disconnect comes between pings), and a disconnect in the middle of a ping
+// always fails the server.
 
 import RDMACM
 import Verbs
@@ -49,10 +55,12 @@ func usage() -> Never {
     \t-V\t\tvalidate ping data
     \t-d\t\tdebug printfs
     \t-S size \tping data size
-    \t-C count\tping count times
+    \t-C count\tping count times (server: exit non-zero if the client
+    \t\t\tdisconnects before this many pings; an extension)
     \t-a addr\t\taddress
     \t-p port\t\tport
     \t-P\t\tpersistent server mode allowing multiple connections
+    \t\t\t(each client on its own thread, served concurrently)
     \t-q\t\tuse self-created, self-modified QP (accepted; this rping always uses rdma_create_qp)
 
     """
@@ -252,28 +260,71 @@ func runServer(_ options: Options) throws {
   try listener.bind(address)
   try listener.listen(backlog: 3)
   debug("listening on \(address)")
-  repeat {
+  guard options.persistent else {
+    // One connection, then exit with its status (rping_run_server).
+    while true {
+      guard let child = try listener.nextRequest() else { continue }
+      debug("connection request from \(child.peerAddress.map { "\($0)" } ?? "?")")
+      return try serve(child, options)
+    }
+  }
+  // -P: every connection gets its own thread (rping_run_persistent_server),
+  // so clients are served concurrently; a failed one is reported, not fatal.
+  while true {
     guard let child = try listener.nextRequest() else { continue }
     debug("connection request from \(child.peerAddress.map { "\($0)" } ?? "?")")
-    do {
-      try serve(child, options)
-    } catch {
-      // A persistent server reports a failed connection and serves the next.
-      guard options.persistent else { throw error }
-      report(error)
-    }
-  } while options.persistent
+    startThread(serving: child, options)
+  }
 }
 
+/// Hands one accepted id to a detached thread that serves it.
+final class Handoff: @unchecked Sendable {
+  var id: ConnectionID?
+  let options: Options
+  init(_ id: consuming ConnectionID, _ options: Options) {
+    self.id = consume id
+    self.options = options
+  }
+}
+
+func startThread(serving child: consuming ConnectionID, _ options: Options) {
+  let handoff = Unmanaged.passRetained(Handoff(child, options)).toOpaque()
+  var thread = pthread_t()
+  let started = pthread_create(&thread, nil, { argument in
+    let handoff = Unmanaged<Handoff>.fromOpaque(argument!).takeRetainedValue()
+    if let id = handoff.id.take() {
+      do { try serve(id, handoff.options) } catch { report(error) }
+    }
+    return nil
+  }, handoff)
+  if started == 0 {
+    pthread_detach(thread)
+  } else {
+    // No thread: serve this client here rather than drop it.
+    let handoff = Unmanaged<Handoff>.fromOpaque(handoff).takeRetainedValue()
+    if let id = handoff.id.take() {
+      do { try serve(id, options) } catch { report(error) }
+    }
+  }
+}
+
+/// Serves one client until it disconnects. A disconnect while waiting for
+/// the next ping is the normal end (rping's server then exits 0), unless
+/// this server was given `-C N` and has served fewer than N pings. A
+/// disconnect in the middle of a ping is an error.
 func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
   try withConnection(id, options: options) { qp, cq, buffers, regions in
     try id.accept()
     debug("accepted; connection established")
     var completions = Completions()
+    var served = 0
+    var betweenPings = true
     do {
       while true {
         // Read state: the client advertised its start buffer.
+        betweenPings = true
         let source = try receiveAdvert(&completions, id, qp, cq, buffers, regions)
+        betweenPings = false
         guard source.size <= UInt32(options.size) else {
           throw PingError(
             description: "the client advertised \(source.size) bytes but this server's -S is "
@@ -294,11 +345,22 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
         _ = try completions.next(.rdmaWrite, id: id, cq: cq)
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
+        served += 1
       }
     } catch let error as CMError where error.code == .disconnected {
       printError("server DISCONNECT EVENT...\n")
+      try? id.disconnect()
+      if !betweenPings {
+        throw PingError(description: "the client went away in the middle of ping \(served + 1)")
+      }
+      if options.count > 0 && served < options.count {
+        throw PingError(
+          description: "the client went away after \(served) of the \(options.count) pings this "
+            + "server expected (-C \(options.count))")
+      }
+      debug("client disconnected after \(served) pings")
+      return
     }
-    try? id.disconnect()
   }
 }
 

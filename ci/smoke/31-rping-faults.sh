@@ -94,9 +94,10 @@ else
   fi
 fi
 
-# 7. Client killed mid-run: a one-shot server ends within 10 s (exit 0 when
-#    the kill lands between pings, as rping's server; non-zero mid-ping).
-"$rping" -s -a "$addr" -p 7404 -S 64 >"$logs/s7" 2>&1 &
+# 7. Client killed mid-run: a server that expects -C pings fails within 10 s.
+#    (rping.c's server ignores -C; our server given -C N treats a disconnect
+#    before N pings as a failure.)
+"$rping" -s -a "$addr" -p 7404 -S 64 -C 1000000 >"$logs/s7" 2>&1 &
 sp=$!
 sleep 1.5
 "$rping" -c -a "$addr" -p 7404 -S 64 -C 0 >"$logs/c7" 2>&1 &
@@ -110,7 +111,13 @@ if kill -0 "$sp" 2>/dev/null; then
   kill -9 "$sp"
 else
   wait "$sp"
-  ok "client killed mid-run: server ended after $(since "$t")s with exit $?: $(grep -m1 'DISCONNECT\|rping:' "$logs/s7")"
+  status=$?
+  if [ "$status" -ne 0 ] && grep -q "went away" "$logs/s7"; then
+    ok "client killed mid-run: server exit $status after $(since "$t")s: $(grep -m1 'rping:' "$logs/s7")"
+  else
+    fail "client killed: server exit $status"
+    show "$logs/s7"
+  fi
 fi
 wait "$cp" 2>/dev/null
 
@@ -139,7 +146,32 @@ expect "-P server serves the next C client" 0 "ping data: rdma-ping-9:" \
 kill "$sp" 2>/dev/null
 wait "$sp" 2>/dev/null
 
-# 9. Nothing left behind: no user QPs or CM ids remain once all runs ended.
+# 9. -P serves clients concurrently: a short client finishes while a long
+#    one is still running on the same server (Swift and C clients).
+"$rping" -s -P -a "$addr" -p 7406 -S 64 >"$logs/s9" 2>&1 &
+sp=$!
+sleep 1.5
+"$rping" -c -a "$addr" -p 7406 -S 64 -C 0 -V >"$logs/c9long" 2>&1 &
+lp=$!
+sleep 1
+expect "-P: a Swift client served while another is connected" 0 "ping data: rdma-ping-4:" \
+  "$rping" -c -a "$addr" -p 7406 -S 64 -C 5 -V -v
+expect "-P: a C client served while another is connected" 0 "ping data: rdma-ping-4:" \
+  "$c_rping" -c -a "$addr" -p 7406 -S 64 -C 5 -V -v
+if kill -0 "$lp" 2>/dev/null; then
+  ok "-P: the long client was still running throughout (served concurrently)"
+else
+  fail "-P: the long client ended early"
+  show "$logs/c9long"
+fi
+kill -9 "$lp" 2>/dev/null
+wait "$lp" 2>/dev/null
+sleep 1
+if kill -0 "$sp" 2>/dev/null; then ok "-P server alive after the killed long client"; else fail "-P server died"; show "$logs/s9"; fi
+kill "$sp" 2>/dev/null
+wait "$sp" 2>/dev/null
+
+# 10. Nothing left behind: no user QPs or CM ids remain once all runs ended.
 sleep 1
 left=$(rdma resource show qp 2>/dev/null | grep -c "comm rping" || true)
 if [ "$left" -eq 0 ]; then ok "no rping QPs left in the kernel"; else fail "$left rping QPs left"; fi
