@@ -19,6 +19,18 @@ extension ConnectionID {
     return ProtectionDomain(raw: pd, owner: self)
   }
 
+  /// The attributes of the id's device, such as its page-size bitmap and
+  /// read/atomic limits. Available once the id has a device. The C function
+  /// is `ibv_query_device_ex`.
+  public func deviceAttributes() throws(CMError) -> DeviceAttributes {
+    let verbs = try device(for: "ibv_query_device_ex")
+    do {
+      return try DeviceAttributes.query(verbs)
+    } catch {
+      throw CMError(error)
+    }
+  }
+
   /// Creates a completion queue, with its own completion channel, on the
   /// id's device; it borrows the id. The C function is `ibv_create_cq`.
   @_lifetime(borrow self)

@@ -1,4 +1,4 @@
-internal import CRDMA
+package import CRDMA
 
 /// What a device can do, from `ibv_query_device_ex` (`struct ibv_device_attr_ex`).
 public struct DeviceAttributes: Sendable, Hashable {
@@ -121,4 +121,22 @@ public struct DeviceCapabilities: Sendable, Hashable {
   public var onDemandPaging: Bool
   /// `ibv_rereg_mr` is implemented by the provider.
   public var reregistration: Bool
+}
+
+extension DeviceAttributes {
+  /// Queries the attributes of an open context, for modules (such as
+  /// RDMACM) that hold a context they did not open. The C function is
+  /// `ibv_query_device_ex`.
+  package static func query(_ context: UnsafeMutablePointer<ibv_context>) throws(VerbsError)
+    -> DeviceAttributes
+  {
+    var attr = ibv_device_attr_ex()
+    let result = ibv_query_device_ex(context, nil, &attr)
+    if result != 0 {
+      throw VerbsError(
+        .other, operation: "ibv_query_device_ex", errno: result,
+        message: "the device did not answer an attribute query")
+    }
+    return DeviceAttributes(attr)
+  }
 }

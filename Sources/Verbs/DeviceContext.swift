@@ -67,14 +67,7 @@ public struct DeviceContext: ~Copyable {
 
   /// Queries device attributes. The C function is `ibv_query_device_ex`.
   public func attributes() throws(VerbsError) -> DeviceAttributes {
-    var attr = ibv_device_attr_ex()
-    let result = ibv_query_device_ex(raw, nil, &attr)
-    if result != 0 {
-      throw VerbsError(
-        .other, operation: "ibv_query_device_ex", errno: result,
-        message: "the device did not answer an attribute query")
-    }
-    return DeviceAttributes(attr)
+    try DeviceAttributes.query(raw)
   }
 
   /// Queries one port (numbered from 1). The C macro is `ibv_query_port`.

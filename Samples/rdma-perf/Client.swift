@@ -1,0 +1,96 @@
+// The client: connects, registers its data buffer through Umem with a plan,
+// learns the server's, and runs every test at every size.
+
+import RDMACM
+import Umem
+import Verbs
+
+struct ClientSettings {
+  var address: String
+  var port: UInt16
+  var tests: [Test]
+  var sizes: [Int]
+  var iterations: Int?
+  var queueDepth: Int
+  var cqModeration: Int?
+  var backing: UmemBuffer.Backing
+  var iova: IOVAChoice
+
+  /// perftest's rule: signal every 100th request, every one above 8 KiB.
+  func moderation(size: Int) -> Int { cqModeration ?? (size > 8192 ? 1 : 100) }
+}
+
+func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws -> Report {
+  let id = try ConnectionID()
+  let destination = try SocketAddress(host: settings.address, port: settings.port)
+  try id.resolveAddress(destination, timeout: .milliseconds(2000))
+  try id.resolveRoute(timeout: .milliseconds(2000))
+  let attributes = try id.deviceAttributes()
+  let largest = settings.sizes.max() ?? 1
+  let bytes = dataBytes(largestMessage: largest)
+  var report: Report? = nil
+  try withEndpoint(id, sendDepth: settings.queueDepth) { pd, qp, cq, control, controlBase in
+    try withDataRegion(
+      pd, pageSizeCap: attributes.pageSizeCapability, bytes: bytes, backing: settings.backing,
+      iovaPolicy: settings.iova
+    ) { data, base, plan in
+      // READ bandwidth needs many reads in flight: ask for what the device allows.
+      let depth = min(attributes.maxInitiatorReadAtomics, 255)
+      try id.connect(
+        ConnectionParameters(
+          responderResources: min(attributes.maxResponderReadAtomics, 255), initiatorDepth: depth),
+        timeout: .seconds(10))
+      var inbox = Inbox()
+      try send(
+        Message(.hello, [UInt64(largest), data.iova, UInt64(data.rkey), UInt64(bytes)]),
+        &inbox, id, qp, cq, control, base: controlBase)
+      let ready = try receive(&inbox, id, qp, cq, control, base: controlBase)
+      guard ready.kind == .ready else {
+        throw PerfError("the server answered hello with \(ready.kind); expected ready")
+      }
+      let peer = RemoteBuffer(address: ready[0], length: ready[2], rkey: UInt32(truncatingIfNeeded: ready[1]))
+      var result = Report(
+        device: id.deviceName ?? "?", server: "\(destination)", queueDepth: settings.queueDepth,
+        initiatorDepth: depth, clientRegion: plan, serverRegion: PlanReport(peerWords: ready, iova: ready[0]))
+      for test in settings.tests {
+        for size in settings.sizes {
+          let iterations = settings.iterations ?? test.defaultIterations
+          let areas = Areas(size: size, incomingOffset: largest, peer: peer, base: base)
+          areas.watchedIncoming.storeBytes(of: 0, as: UInt8.self)
+          try send(
+            Message(.run, [test.rawValue, UInt64(size), UInt64(iterations)]),
+            &inbox, id, qp, cq, control, base: controlBase)
+          let ack = try receive(&inbox, id, qp, cq, control, base: controlBase)
+          guard ack.kind == .ack else {
+            throw PerfError("the server answered run with \(ack.kind); expected ack")
+          }
+          let measured: Result
+          switch test {
+          case .writeBandwidth, .readBandwidth:
+            let moderation = settings.moderation(size: size)
+            let elapsed = try measureBandwidth(
+              test, iterations: iterations, depth: settings.queueDepth, moderation: moderation,
+              areas: areas, id, qp, cq, data)
+            var bandwidth = Result.bandwidth(test, bytes: size, iterations: iterations, nanoseconds: elapsed)
+            bandwidth.cqModeration = min(moderation, settings.queueDepth)
+            measured = bandwidth
+          case .writeLatency:
+            let samples = try measureWriteLatency(
+              iterations: iterations, areas: areas, isClient: true, id, qp, cq, data)
+            measured = .latency(test, bytes: size, samples: samples)
+          case .readLatency:
+            let samples = try measureReadLatency(iterations: iterations, areas: areas, id, qp, cq, data)
+            measured = .latency(test, bytes: size, samples: samples)
+          }
+          result.results.append(measured)
+          progress(measured)
+        }
+      }
+      try send(Message(.bye), &inbox, id, qp, cq, control, base: controlBase)
+      try? id.disconnect()
+      report = result
+    }
+  }
+  guard let report else { throw PerfError("the run ended without a report") }
+  return report
+}

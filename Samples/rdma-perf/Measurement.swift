@@ -1,0 +1,182 @@
+// The measurement loops. Like perftest, they busy-poll the completion queue
+// (and, for latency, the last byte of the incoming area): sleeping between
+// completions would measure the scheduler, not the transfer.
+
+import RDMACM
+import Verbs
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// What a run measures.
+enum Test: UInt64, CaseIterable, Codable {
+  case writeBandwidth = 1, readBandwidth, writeLatency, readLatency
+
+  var name: String {
+    switch self {
+    case .writeBandwidth: "write-bw"
+    case .readBandwidth: "read-bw"
+    case .writeLatency: "write-lat"
+    case .readLatency: "read-lat"
+    }
+  }
+
+  init?(name: String) {
+    guard let test = Test.allCases.first(where: { $0.name == name }) else { return nil }
+    self = test
+  }
+
+  /// perftest's default iterations for the matching tool.
+  var defaultIterations: Int { self == .writeBandwidth ? 5000 : 1000 }
+
+  var isLatency: Bool { self == .writeLatency || self == .readLatency }
+}
+
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`).
+@inline(__always) func nanoseconds() -> UInt64 {
+  var now = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &now)
+  return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// The local and remote data areas of one run.
+struct Areas {
+  /// Bytes per message.
+  var size: Int
+  /// Offset of the incoming area in both sides' buffers (the outgoing one is at 0).
+  var incomingOffset: Int
+  /// The peer's data region.
+  var peer: RemoteBuffer
+  /// Our buffer's first byte.
+  var base: UnsafeMutableRawPointer
+
+  var peerIncoming: RemoteBuffer { peer.advanced(by: UInt64(incomingOffset)) }
+  var peerOutgoing: RemoteBuffer { peer }
+  /// The byte latency runs watch: the last one of a message.
+  var watchedIncoming: UnsafeMutableRawPointer { base + incomingOffset + size - 1 }
+  var stampedOutgoing: UnsafeMutableRawPointer { base + size - 1 }
+}
+
+/// Checks the connection's event channel now and then while spinning, so a
+/// peer that went away ends a spin with its disconnect instead of a hang.
+struct LivenessCheck {
+  var spins = 0
+
+  mutating func tick(_ id: borrowing ConnectionID) throws {
+    spins &+= 1
+    guard spins & 0x3fff == 0 else { return }
+    if let event = try id.waitForEvent(timeout: .zero), event.kind == .disconnected
+      || event.kind == .deviceRemoval
+    {
+      throw PerfError("the peer went away during the measurement (\(event.kind))")
+    }
+  }
+}
+
+/// Takes the completions that are there; throws on a failed one. Returns
+/// the id of the last successful send-queue completion, if any.
+func reap(_ cq: borrowing CompletionQueue) throws -> UInt64? {
+  var failure: WorkCompletion? = nil
+  var last: UInt64? = nil
+  try cq.poll(maximum: 16) { wc in
+    if !wc.status.isSuccess { failure = failure ?? wc } else if wc.opcode != .receive { last = wc.id }
+  }
+  if let failure { try failure.checkSuccess() }
+  return last
+}
+
+/// RDMA WRITE or READ bandwidth: keeps up to `depth` requests outstanding,
+/// signals every `moderation`-th (and the last), and times from the first
+/// post to the last completion, as perftest's `ib_write_bw`/`ib_read_bw`.
+func measureBandwidth(
+  _ test: Test, iterations: Int, depth: Int, moderation: Int, areas: Areas,
+  _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
+  _ data: borrowing MemoryRegion
+) throws -> UInt64 {
+  let moderation = max(1, min(moderation, depth))
+  let local =
+    test == .writeBandwidth
+    ? data.scatterGather(offset: 0, count: areas.size)
+    : data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+  let operation: SendOperation =
+    test == .writeBandwidth ? .write(to: areas.peerIncoming) : .read(from: areas.peerOutgoing)
+  var posted = 0
+  var completed = 0
+  var liveness = LivenessCheck()
+  let start = nanoseconds()
+  while completed < iterations {
+    while posted < iterations && posted - completed < depth {
+      posted += 1
+      // The id says how many requests this completion accounts for.
+      let signaled = posted % moderation == 0 || posted == iterations
+      try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
+    }
+    if let done = try reap(cq) { completed = Int(done) } else { try liveness.tick(id) }
+  }
+  return nanoseconds() - start
+}
+
+/// RDMA WRITE ping-pong, as `ib_write_lat`: each side stamps the last byte
+/// of its message with the round number and WRITEs it into the peer's
+/// incoming area; the peer spins on that byte, then answers the same way.
+/// Returns one half round trip per round, in nanoseconds (client side).
+func measureWriteLatency(
+  iterations: Int, areas: Areas, isClient: Bool,
+  _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
+  _ data: borrowing MemoryRegion
+) throws -> [UInt64] {
+  let local = data.scatterGather(offset: 0, count: areas.size)
+  var stamps: [UInt64] = []
+  stamps.reserveCapacity(iterations + 1)
+  var liveness = LivenessCheck()
+  var unreaped = 0
+  for round in 0..<iterations {
+    let mark = UInt8(round % 255 + 1)
+    if !isClient {
+      // The server answers: wait for the client's round first.
+      while areas.watchedIncoming.load(as: UInt8.self) != mark {
+        if try reap(cq) != nil { unreaped = 0 }
+        try liveness.tick(id)
+      }
+    }
+    if isClient { stamps.append(nanoseconds()) }
+    areas.stampedOutgoing.storeBytes(of: mark, as: UInt8.self)
+    try qp.postSend(.write(to: areas.peerIncoming), local, id: UInt64(round), signaled: true)
+    unreaped += 1
+    if isClient {
+      // reap() calls into the provider, so the load below is re-read each time.
+      while true {
+        if try reap(cq) != nil { unreaped = 0 }
+        if areas.watchedIncoming.load(as: UInt8.self) == mark && unreaped == 0 { break }
+        try liveness.tick(id)
+      }
+    }
+  }
+  while unreaped > 0 {
+    if try reap(cq) != nil { unreaped = 0 } else { try liveness.tick(id) }
+  }
+  guard isClient else { return [] }
+  stamps.append(nanoseconds())
+  return (0..<iterations).map { (stamps[$0 + 1] - stamps[$0]) / 2 }
+}
+
+/// RDMA READ latency, as `ib_read_lat`: one READ at a time, each timed from
+/// post to completion (a full round trip).
+func measureReadLatency(
+  iterations: Int, areas: Areas,
+  _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
+  _ data: borrowing MemoryRegion
+) throws -> [UInt64] {
+  let local = data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+  var samples: [UInt64] = []
+  samples.reserveCapacity(iterations)
+  var liveness = LivenessCheck()
+  for round in 0..<iterations {
+    let start = nanoseconds()
+    try qp.postSend(.read(from: areas.peerOutgoing), local, id: UInt64(round), signaled: true)
+    while try reap(cq) == nil { try liveness.tick(id) }
+    samples.append(nanoseconds() - start)
+  }
+  return samples
+}

@@ -1,0 +1,177 @@
+// rdma-perf: RDMA WRITE and READ bandwidth and latency between a server and
+// a client over rdma_cm, with buffers registered through Umem with a plan.
+// The measurements follow perftest's ib_write_bw, ib_read_bw, ib_write_lat
+// and ib_read_lat, so their numbers compare side by side.
+
+import ArgumentParser
+import Foundation
+import Umem
+
+@main
+struct RDMAPerf: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "rdma-perf",
+    abstract: "RDMA WRITE/READ bandwidth and latency over rdma_cm, on Umem-planned buffers.",
+    discussion: """
+      Start `rdma-perf server` on one side and `rdma-perf client --address ADDR` on the \
+      other. The client runs each test at each size and prints one line per run, or one \
+      JSON object with --json. Bandwidth is in MiB/s (2^20 bytes, as perftest's MB/sec); \
+      latency in microseconds (write-lat: half round trips, as ib_write_lat; read-lat: \
+      full ones, as ib_read_lat).
+      """,
+    subcommands: [ServerCommand.self, ClientCommand.self])
+}
+
+struct CommonOptions: ParsableArguments {
+  @Option(name: [.short, .long], help: "rdma_cm port.")
+  var port: UInt16 = 7471
+
+  @Option(help: "Data buffer backing: plain, thp, hugetlb-2m or hugetlb-1g.")
+  var backing = "plain"
+
+  @Option(help: "Data region IOVA: 'any' (the planner's, largest HCA page) or 'keep' (the address).")
+  var iova = "any"
+
+  func parsedBacking() throws -> UmemBuffer.Backing {
+    guard let value = UmemBuffer.Backing(rawValue: backing) else {
+      throw ValidationError(
+        "--backing must be one of \(UmemBuffer.Backing.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return value
+  }
+
+  func parsedIOVA() throws -> IOVAChoice {
+    guard let value = IOVAChoice(rawValue: iova) else { throw ValidationError("--iova must be any or keep") }
+    return value
+  }
+}
+
+struct ServerCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "server", abstract: "Serve one client (or, with --persistent, one after another).")
+
+  @Option(name: [.short, .long], help: "Local address to listen on (default: all).")
+  var address: String?
+
+  @OptionGroup var common: CommonOptions
+
+  @Flag(help: "Keep serving clients one after another.")
+  var persistent = false
+
+  @Flag(name: [.short, .long], help: "Log every run.")
+  var verbose = false
+
+  func run() throws {
+    let settings = ServerSettings(
+      address: address, port: common.port, backing: try common.parsedBacking(),
+      iova: try common.parsedIOVA(), persistent: persistent, verbose: verbose)
+    do {
+      try runServer(settings)
+    } catch {
+      log("rdma-perf server: \(error)")
+      throw ExitCode.failure
+    }
+  }
+}
+
+struct ClientCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "client", abstract: "Connect to a server and measure.")
+
+  @Option(name: [.short, .long], help: "The server's address.")
+  var address: String
+
+  @OptionGroup var common: CommonOptions
+
+  @Option(help: "Comma-separated tests: write-bw, read-bw, write-lat, read-lat.")
+  var tests = "write-bw,read-bw,write-lat,read-lat"
+
+  @Option(name: [.short, .long], help: "Comma-separated message sizes (K, M suffixes).")
+  var sizes = "64,4K,64K"
+
+  @Option(name: [.short, .customLong("iterations")], help: "Iterations per run (default: perftest's, 5000 for write-bw, 1000 otherwise).")
+  var iterations: Int?
+
+  @Option(name: [.customShort("t"), .long], help: "Requests in flight in bandwidth runs.")
+  var queueDepth = 128
+
+  @Option(help: "Signal every Nth request in bandwidth runs (default: 100, or 1 above 8 KiB, as perftest).")
+  var cqModeration: Int?
+
+  @Flag(help: "Print one JSON object instead of text lines.")
+  var json = false
+
+  @Option(help: "Also write the JSON report to this file.")
+  var output: String?
+
+  func validate() throws {
+    _ = try parsedTests()
+    _ = try parsedSizes()
+    if let iterations, iterations < 2 { throw ValidationError("--iterations must be at least 2") }
+    guard (1...16384).contains(queueDepth) else { throw ValidationError("--queue-depth must be 1...16384") }
+    if let cqModeration, cqModeration < 1 { throw ValidationError("--cq-moderation must be at least 1") }
+  }
+
+  func parsedTests() throws -> [Test] {
+    try tests.split(separator: ",").map { name in
+      guard let test = Test(name: String(name)) else {
+        throw ValidationError("unknown test '\(name)'; use write-bw, read-bw, write-lat or read-lat")
+      }
+      return test
+    }
+  }
+
+  func parsedSizes() throws -> [Int] {
+    try sizes.split(separator: ",").map { text in
+      var digits = Substring(text)
+      var scale = 1
+      switch digits.last {
+      case "K", "k": scale = 1 << 10
+      case "M", "m": scale = 1 << 20
+      default: break
+      }
+      if scale > 1 { digits = digits.dropLast() }
+      guard let value = Int(digits), value >= 1, value <= largestMessage / scale else {
+        throw ValidationError("message size '\(text)' must be 1 byte to 1 GiB")
+      }
+      return value * scale
+    }
+  }
+
+  func run() throws {
+    let settings = ClientSettings(
+      address: address, port: common.port, tests: try parsedTests(), sizes: try parsedSizes(),
+      iterations: iterations, queueDepth: queueDepth, cqModeration: cqModeration,
+      backing: try common.parsedBacking(), iova: try common.parsedIOVA())
+    let report: Report
+    do {
+      report = try runClient(settings) { result in
+        if !json { print(result.line) }
+      }
+    } catch {
+      log("rdma-perf client: \(error)")
+      throw ExitCode.failure
+    }
+    if json {
+      print(report.json())
+    } else {
+      print("device \(report.device), server \(report.server), queue depth \(report.queueDepth), "
+        + "reads in flight \(report.initiatorDepth)")
+      print("client region: \(report.clientRegion.summary)")
+      print("server region: \(report.serverRegion.summary)")
+    }
+    if let output {
+      do {
+        try Data((report.json() + "\n").utf8).write(to: URL(fileURLWithPath: output))
+      } catch {
+        log("rdma-perf client: cannot write \(output): \(error)")
+        throw ExitCode.failure
+      }
+    }
+  }
+}
+
+/// One line on standard error, unbuffered.
+func log(_ text: String) {
+  FileHandle.standardError.write(Data((text + "\n").utf8))
+}

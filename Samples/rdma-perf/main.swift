@@ -1,1 +1,0 @@
-print("rdma-perf: not implemented yet")
