@@ -53,12 +53,23 @@ struct RDMACMOnDevice {
 
   func resolve() throws {
     let id = try ConnectionID()
+    // No device before resolution: a typed error, not a crash.
+    do {
+      _ = try id.deviceAttributes()
+      Issue.record("deviceAttributes() answered before address resolution")
+    } catch {
+      #expect(error.errno == ENODEV && error.operation == "ibv_query_device_ex")
+    }
     try id.resolveAddress(SocketAddress(host: Self.host, port: 7501), timeout: .seconds(2))
     try id.resolveRoute(timeout: .seconds(2))
     let device = id.deviceName
     let peer = id.peerAddress?.description
     #expect(device != nil)
     #expect(peer == "\(Self.host):7501")
+    // The id's device answers attribute queries (rdma-perf plans with them).
+    let attributes = try id.deviceAttributes()
+    #expect(attributes.pageSizeCapability & 0xfff == 0 && attributes.pageSizeCapability & 0x1000 != 0)
+    #expect(attributes.maxInitiatorReadAtomics >= 1)
   }
 
   func resolveLoopback() throws {

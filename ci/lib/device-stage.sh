@@ -10,7 +10,7 @@
 #   device.status     the bundle's exit status;  device.seconds
 #   smoke.log         all smoke output;  smoke.results  "NAME STATUS SECONDS" lines
 # Environment: UMEM_SCRATCH (build folder, default .build),
-# UMEM_DEVICE_TEST_TIMEOUT (default 540 s), UMEM_SMOKE_TIMEOUT (default 180 s
+# UMEM_DEVICE_TEST_TIMEOUT (default 540 s), UMEM_SMOKE_TIMEOUT (default 300 s
 # per script).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 125
@@ -48,7 +48,7 @@ for script in ci/smoke/*; do
   name=$(basename "$script")
   echo "--> smoke $name" | tee -a "$res/smoke.log"
   t=$(now)
-  timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-180}" "$script" 2>&1 | tee -a "$res/smoke.log"
+  timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-300}" "$script" 2>&1 | tee -a "$res/smoke.log"
   status=${PIPESTATUS[0]}
   secs=$(elapsed "$t")
   if [ "$status" -eq 0 ]; then word=passed; else word="FAILED (exit $status)"; fi

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Usage: ci/rxe ci/smoke/40-rdma-perf.sh
+#
+# rdma-perf on rxe: every test at 64 B, 4 KiB and 64 KiB with few iterations,
+# checked through its JSON report (results, both sides' registration plans);
+# then fault cases: nothing listening, server killed mid-run, bad arguments,
+# and no QPs left behind. Each check prints one line.
+set -uo pipefail
+perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
+addr=${RPING_ADDR:-198.18.0.1}
+logs=$(mktemp -d)
+failures=0
+ok() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+show() { sed 's/^/     | /' "$1" | head -n 8; }
+
+# 1. All four tests at three sizes; the report must hold 12 results with
+#    sane figures and a plan for each side.
+"$perf" server -a "$addr" -p 7480 -v >"$logs/s1" 2>&1 &
+sp=$!
+sleep 1.5
+timeout 300 "$perf" client -a "$addr" -p 7480 --iterations 100 --json >"$logs/r1.json" 2>"$logs/c1"
+cs=$?
+wait "$sp"
+ss=$?
+check=$(python3 - "$logs/r1.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+res = r["results"]
+assert len(res) == 12, f"{len(res)} results"
+for x in res:
+    if x["test"].endswith("bw"):
+        assert x["mibPerSecond"] > 0 and x["iterations"] == 100, x
+    else:
+        l = x["latency"]
+        assert 0 < l["min"] <= l["typical"] <= l["max"] and l["min"] <= l["p99"] <= l["max"], x
+for side in ("clientRegion", "serverRegion"):
+    p = r[side]
+    assert p["planned"] and p["hcaPageSize"] >= 4096 and p["blocks"] >= 1, (side, p)
+assert r["device"].startswith("rxe"), r["device"]
+print(f'{len(res)} results; write-bw 64K {res[2]["mibPerSecond"]:.1f} MiB/s; '
+      f'server plan: HCA page {r["serverRegion"]["hcaPageSize"]}, {r["serverRegion"]["blocks"]} blocks')
+PY
+)
+if [ "$cs" -eq 0 ] && [ "$ss" -eq 0 ] && [ -n "$check" ]; then
+  ok "all tests at 64 B, 4 KiB, 64 KiB: client 0, server 0, $check"
+else
+  fail "full run: client $cs, server $ss"
+  show "$logs/c1"
+  show "$logs/s1"
+fi
+
+# 2. Text output names both plans.
+"$perf" server -a "$addr" -p 7481 >"$logs/s2" 2>&1 &
+sp=$!
+sleep 1.5
+timeout 120 "$perf" client -a "$addr" -p 7481 --tests write-lat --sizes 23 --iterations 50 \
+  --backing thp --iova keep >"$logs/c2" 2>&1
+cs=$?
+wait "$sp"
+if [ "$cs" -eq 0 ] && grep -q "^write-lat .* 23 B" "$logs/c2" && grep -q "^server region: .*HCA page" "$logs/c2"; then
+  ok "text report: $(grep -m1 '^write-lat' "$logs/c2" | tr -s ' ')"
+else
+  fail "text report, client $cs"
+  show "$logs/c2"
+fi
+
+# 3. Nothing listening: a clear error and a failure exit.
+timeout 40 "$perf" client -a "$addr" -p 7489 --iterations 10 >"$logs/c3" 2>&1
+cs=$?
+if [ "$cs" -eq 1 ] && grep -q "RDMA_CM_EVENT_REJECTED" "$logs/c3"; then
+  ok "nothing listening: exit $cs, $(head -c 120 "$logs/c3")"
+else
+  fail "nothing listening: exit $cs"
+  show "$logs/c3"
+fi
+
+# 4. Server killed in the middle of a long run: the client fails within 10 s.
+"$perf" server -a "$addr" -p 7482 >"$logs/s4" 2>&1 &
+sp=$!
+sleep 1.5
+"$perf" client -a "$addr" -p 7482 --tests write-bw --sizes 4K --iterations 100000000 >"$logs/c4" 2>&1 &
+cp=$!
+sleep 4
+kill -9 "$sp"
+t=$(date +%s.%N)
+for _ in $(seq 100); do kill -0 "$cp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cp" 2>/dev/null; then
+  fail "server killed: client still running after 10 s"
+  kill -9 "$cp"
+  wait "$cp"
+else
+  wait "$cp"
+  cs=$?
+  took=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [ "$cs" -ne 0 ]; then ok "server killed mid-run: client exit $cs after ${took}s: $(head -c 160 "$logs/c4")"
+  else fail "server killed: client exit 0"; show "$logs/c4"; fi
+fi
+wait "$sp" 2>/dev/null
+
+# 5. Client killed mid-ping-pong: the server fails within 10 s.
+"$perf" server -a "$addr" -p 7483 >"$logs/s5" 2>&1 &
+sp=$!
+sleep 1.5
+"$perf" client -a "$addr" -p 7483 --tests write-lat --sizes 64 --iterations 100000000 >"$logs/c5" 2>&1 &
+cp=$!
+sleep 4
+kill -9 "$cp"
+t=$(date +%s.%N)
+for _ in $(seq 100); do kill -0 "$sp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$sp" 2>/dev/null; then
+  fail "client killed: server still running after 10 s"
+  kill -9 "$sp"
+else
+  wait "$sp"
+  ss=$?
+  took=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [ "$ss" -ne 0 ]; then ok "client killed mid-run: server exit $ss after ${took}s: $(tail -n 1 "$logs/s5")"
+  else fail "client killed: server exit 0"; show "$logs/s5"; fi
+fi
+wait "$cp" 2>/dev/null
+
+# 6. Bad arguments exit 64 (usage) before touching the device.
+for args in "--tests write-bandwidth" "--sizes 0" "--iterations 1" "--backing huge" "--queue-depth 0"; do
+  # shellcheck disable=SC2086
+  timeout 20 "$perf" client -a "$addr" $args >"$logs/c6" 2>&1
+  cs=$?
+  if [ "$cs" -eq 64 ]; then ok "client $args: exit 64, $(grep -m1 -i 'error' "$logs/c6")"
+  else fail "client $args: exit $cs (want 64)"; show "$logs/c6"; fi
+done
+
+# 7. Nothing left behind.
+sleep 1
+left=$(rdma resource show qp 2>/dev/null | grep -c "comm rdma-perf" || true)
+if [ "$left" -eq 0 ]; then ok "no rdma-perf QPs left in the kernel"; else fail "$left rdma-perf QPs left"; fi
+
+rm -rf "$logs"
+echo "40-rdma-perf: $failures failure(s)"
+[ "$failures" -eq 0 ]
