@@ -40,18 +40,20 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
         ConnectionParameters(
           responderResources: min(attributes.maxResponderReadAtomics, 255), initiatorDepth: depth),
         timeout: .seconds(10))
-      var inbox = Inbox()
+      var pending = PendingCompletions()
       try send(
         Message(.hello, [UInt64(largest), data.iova, UInt64(data.rkey), UInt64(bytes)]),
-        &inbox, id, qp, cq, control, base: controlBase)
-      let ready = try receive(&inbox, id, qp, cq, control, base: controlBase)
+        &pending, id, qp, cq, control, base: controlBase)
+      let ready = try receive(&pending, id, qp, cq, control, base: controlBase)
       guard ready.kind == .ready else {
         throw PerfError("the server answered hello with \(ready.kind); expected ready")
       }
-      let peer = RemoteBuffer(address: ready[0], length: ready[2], rkey: UInt32(truncatingIfNeeded: ready[1]))
+      let peer = RemoteBuffer(
+        address: ready[0], length: ready[2], rkey: UInt32(truncatingIfNeeded: ready[1]))
       var result = Report(
         device: id.deviceName ?? "?", server: "\(destination)", queueDepth: settings.queueDepth,
-        initiatorDepth: depth, clientRegion: plan, serverRegion: PlanReport(peerWords: ready, iova: ready[0]))
+        initiatorDepth: depth, clientRegion: plan,
+        serverRegion: PlanReport(peerWords: ready, iova: ready[0]))
       for test in settings.tests {
         for size in settings.sizes {
           let iterations = settings.iterations ?? test.defaultIterations
@@ -59,8 +61,8 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
           areas.watchedIncoming.storeBytes(of: 0, as: UInt8.self)
           try send(
             Message(.run, [test.rawValue, UInt64(size), UInt64(iterations)]),
-            &inbox, id, qp, cq, control, base: controlBase)
-          let ack = try receive(&inbox, id, qp, cq, control, base: controlBase)
+            &pending, id, qp, cq, control, base: controlBase)
+          let ack = try receive(&pending, id, qp, cq, control, base: controlBase)
           guard ack.kind == .ack else {
             throw PerfError("the server answered run with \(ack.kind); expected ack")
           }
@@ -71,7 +73,8 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
             let elapsed = try measureBandwidth(
               test, iterations: iterations, depth: settings.queueDepth, moderation: moderation,
               areas: areas, id, qp, cq, data)
-            var bandwidth = Result.bandwidth(test, bytes: size, iterations: iterations, nanoseconds: elapsed)
+            var bandwidth = Result.bandwidth(
+              test, bytes: size, iterations: iterations, nanoseconds: elapsed)
             bandwidth.cqModeration = min(moderation, settings.queueDepth)
             measured = bandwidth
           case .writeLatency:
@@ -79,14 +82,15 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
               iterations: iterations, areas: areas, isClient: true, id, qp, cq, data)
             measured = .latency(test, bytes: size, samples: samples)
           case .readLatency:
-            let samples = try measureReadLatency(iterations: iterations, areas: areas, id, qp, cq, data)
+            let samples = try measureReadLatency(
+              iterations: iterations, areas: areas, id, qp, cq, data)
             measured = .latency(test, bytes: size, samples: samples)
           }
           result.results.append(measured)
           progress(measured)
         }
       }
-      try send(Message(.bye), &inbox, id, qp, cq, control, base: controlBase)
+      try send(Message(.bye), &pending, id, qp, cq, control, base: controlBase)
       try? id.disconnect()
       report = result
     }

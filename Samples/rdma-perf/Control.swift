@@ -38,7 +38,8 @@ struct Message: Equatable {
   init(loading pointer: UnsafeRawPointer) throws {
     let raw = UInt64(littleEndian: pointer.loadUnaligned(as: UInt64.self))
     guard let kind = Kind(rawValue: raw) else {
-      throw PerfError("the peer sent control message kind \(raw); is it an rdma-perf of this version?")
+      throw PerfError(
+        "the peer sent control message kind \(raw); is it an rdma-perf of this version?")
     }
     self.kind = kind
     words = (0..<Message.wordCount).map {
@@ -58,60 +59,45 @@ enum ControlLayout {
   static let sendID: UInt64 = 1 << 32
 }
 
-/// Completions that arrived while waiting for something else, such as a
-/// message that came before the SEND completion of our own.
-struct Inbox {
-  var pending: [WorkCompletion] = []
-
-  mutating func next(
-    _ opcode: WorkCompletion.Opcode, id: borrowing ConnectionID, cq: borrowing CompletionQueue
-  ) throws -> WorkCompletion {
-    while true {
-      if let index = pending.firstIndex(where: { $0.opcode == opcode }) {
-        return pending.remove(at: index)
-      }
-      for wc in try id.waitForCompletions(on: cq) {
-        try wc.checkSuccess()
-        pending.append(wc)
-      }
-    }
-  }
-}
-
 /// Posts every control receive slot (before connect or accept).
 func postControlReceives(_ qp: borrowing QueuePair, _ control: borrowing MemoryRegion) throws {
   for slot in 0..<ControlLayout.receiveSlots {
     try qp.postReceive(
-      control.scatterGather(offset: slot * ControlLayout.messageBytes, count: ControlLayout.messageBytes),
+      control.scatterGather(
+        offset: slot * ControlLayout.messageBytes, count: ControlLayout.messageBytes),
       id: UInt64(slot))
   }
 }
 
 /// Sends one message and waits until the send completed.
 func send(
-  _ message: Message, _ inbox: inout Inbox, _ id: borrowing ConnectionID,
+  _ message: Message, _ pending: inout PendingCompletions, _ id: borrowing ConnectionID,
   _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue, _ control: borrowing MemoryRegion,
   base: UnsafeMutableRawPointer
 ) throws {
   message.store(at: base + ControlLayout.sendOffset)
   try qp.postSend(
-    .send, control.scatterGather(offset: ControlLayout.sendOffset, count: ControlLayout.messageBytes),
+    .send,
+    control.scatterGather(offset: ControlLayout.sendOffset, count: ControlLayout.messageBytes),
     id: ControlLayout.sendID)
-  _ = try inbox.next(.send, id: id, cq: cq)
+  _ = try pending.next(.send, on: cq, of: id)
 }
 
 /// Waits for the next message, re-posts its slot and decodes it.
 func receive(
-  _ inbox: inout Inbox, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
+  _ pending: inout PendingCompletions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
   _ cq: borrowing CompletionQueue, _ control: borrowing MemoryRegion, base: UnsafeMutableRawPointer
 ) throws -> Message {
-  let wc = try inbox.next(.receive, id: id, cq: cq)
+  let wc = try pending.next(.receive, on: cq, of: id)
   let offset = Int(wc.id) * ControlLayout.messageBytes
   guard wc.byteLength == ControlLayout.messageBytes else {
-    throw PerfError("the peer sent a \(wc.byteLength)-byte control message; expected \(ControlLayout.messageBytes)")
+    throw PerfError(
+      "the peer sent a \(wc.byteLength)-byte control message; expected \(ControlLayout.messageBytes)"
+    )
   }
   let message = try Message(loading: base + offset)
-  try qp.postReceive(control.scatterGather(offset: offset, count: ControlLayout.messageBytes), id: wc.id)
+  try qp.postReceive(
+    control.scatterGather(offset: offset, count: ControlLayout.messageBytes), id: wc.id)
   return message
 }
 

@@ -27,9 +27,11 @@ struct PlanReport: Codable {
 
   /// The words a server sends in its ready message, after its IOVA and rkey.
   var words: [UInt64] {
-    [bytes, UInt64(planned ? 1 : 0), hcaPageSize ?? 0, blocks ?? 0, entriesAt4K ?? 0,
-     UInt64(UmemBuffer.Backing.allCases.firstIndex { $0.rawValue == backing } ?? 0),
-     kernelPageSize, transparentHugeBytes, UInt64(phyrs ?? 0)]
+    [
+      bytes, UInt64(planned ? 1 : 0), hcaPageSize ?? 0, blocks ?? 0, entriesAt4K ?? 0,
+      UInt64(UmemBuffer.Backing.allCases.firstIndex { $0.rawValue == backing } ?? 0),
+      kernelPageSize, transparentHugeBytes, UInt64(phyrs ?? 0),
+    ]
   }
 
   /// The peer's report, from its ready message (fewer details).
@@ -97,11 +99,13 @@ func withDataRegion(
     let policy: IOVAPolicy = iovaPolicy == .any ? .any : .keep(umem.address)
     let plan = try layout.plan(pageSizes: PageSizes(pageSizeCap: pageSizeCap), iova: policy)
     let planned = try pd.register(umem, plan: plan, access: access)
-    let report = PlanReport(bytes: bytes, obtained: obtained, layout: layout, plan: plan, iova: plan.iova)
+    let report = PlanReport(
+      bytes: bytes, obtained: obtained, layout: layout, plan: plan, iova: plan.iova)
     try body(planned.region, buffer.baseAddress, report)
   } else {
     let region = try pd.register(unsafeAddress: buffer.baseAddress, length: bytes, access: access)
-    let report = PlanReport(bytes: bytes, obtained: obtained, layout: layout, plan: nil, iova: region.iova)
+    let report = PlanReport(
+      bytes: bytes, obtained: obtained, layout: layout, plan: nil, iova: region.iova)
     try body(region, buffer.baseAddress, report)
   }
 }

@@ -66,8 +66,9 @@ struct LivenessCheck {
   mutating func tick(_ id: borrowing ConnectionID) throws {
     spins &+= 1
     guard spins & 0x3fff == 0 else { return }
-    if let event = try id.waitForEvent(timeout: .zero), event.kind == .disconnected
-      || event.kind == .deviceRemoval
+    if let event = try id.waitForEvent(timeout: .zero),
+      event.kind == .disconnected
+        || event.kind == .deviceRemoval
     {
       throw PerfError("the peer went away during the measurement (\(event.kind))")
     }
@@ -80,7 +81,11 @@ func reap(_ cq: borrowing CompletionQueue) throws -> UInt64? {
   var failure: WorkCompletion? = nil
   var last: UInt64? = nil
   try cq.poll(maximum: 16) { wc in
-    if !wc.status.isSuccess { failure = failure ?? wc } else if wc.opcode != .receive { last = wc.id }
+    if !wc.status.isSuccess {
+      failure = failure ?? wc
+    } else if wc.opcode != .receive {
+      last = wc.id
+    }
   }
   if let failure { try failure.checkSuccess() }
   return last

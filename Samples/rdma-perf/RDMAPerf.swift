@@ -29,19 +29,23 @@ struct CommonOptions: ParsableArguments {
   @Option(help: "Data buffer backing: plain, thp, hugetlb-2m or hugetlb-1g.")
   var backing = "plain"
 
-  @Option(help: "Data region IOVA: 'any' (the planner's, largest HCA page) or 'keep' (the address).")
+  @Option(
+    help: "Data region IOVA: 'any' (the planner's, largest HCA page) or 'keep' (the address).")
   var iova = "any"
 
   func parsedBacking() throws -> UmemBuffer.Backing {
     guard let value = UmemBuffer.Backing(rawValue: backing) else {
       throw ValidationError(
-        "--backing must be one of \(UmemBuffer.Backing.allCases.map(\.rawValue).joined(separator: ", "))")
+        "--backing must be one of \(UmemBuffer.Backing.allCases.map(\.rawValue).joined(separator: ", "))"
+      )
     }
     return value
   }
 
   func parsedIOVA() throws -> IOVAChoice {
-    guard let value = IOVAChoice(rawValue: iova) else { throw ValidationError("--iova must be any or keep") }
+    guard let value = IOVAChoice(rawValue: iova) else {
+      throw ValidationError("--iova must be any or keep")
+    }
     return value
   }
 }
@@ -89,13 +93,17 @@ struct ClientCommand: ParsableCommand {
   @Option(name: [.short, .long], help: "Comma-separated message sizes (K, M suffixes).")
   var sizes = "64,4K,64K"
 
-  @Option(name: [.short, .customLong("iterations")], help: "Iterations per run (default: perftest's, 5000 for write-bw, 1000 otherwise).")
+  @Option(
+    name: [.short, .customLong("iterations")],
+    help: "Iterations per run (default: perftest's, 5000 for write-bw, 1000 otherwise).")
   var iterations: Int?
 
   @Option(name: [.customShort("t"), .long], help: "Requests in flight in bandwidth runs.")
   var queueDepth = 128
 
-  @Option(help: "Signal every Nth request in bandwidth runs (default: 100, or 1 above 8 KiB, as perftest).")
+  @Option(
+    help:
+      "Signal every Nth request in bandwidth runs (default: 100, or 1 above 8 KiB, as perftest).")
   var cqModeration: Int?
 
   @Flag(help: "Print one JSON object instead of text lines.")
@@ -108,14 +116,19 @@ struct ClientCommand: ParsableCommand {
     _ = try parsedTests()
     _ = try parsedSizes()
     if let iterations, iterations < 2 { throw ValidationError("--iterations must be at least 2") }
-    guard (1...16384).contains(queueDepth) else { throw ValidationError("--queue-depth must be 1...16384") }
-    if let cqModeration, cqModeration < 1 { throw ValidationError("--cq-moderation must be at least 1") }
+    guard (1...16384).contains(queueDepth) else {
+      throw ValidationError("--queue-depth must be 1...16384")
+    }
+    if let cqModeration, cqModeration < 1 {
+      throw ValidationError("--cq-moderation must be at least 1")
+    }
   }
 
   func parsedTests() throws -> [Test] {
     try tests.split(separator: ",").map { name in
       guard let test = Test(name: String(name)) else {
-        throw ValidationError("unknown test '\(name)'; use write-bw, read-bw, write-lat or read-lat")
+        throw ValidationError(
+          "unknown test '\(name)'; use write-bw, read-bw, write-lat or read-lat")
       }
       return test
     }
@@ -155,8 +168,9 @@ struct ClientCommand: ParsableCommand {
     if json {
       print(report.json())
     } else {
-      print("device \(report.device), server \(report.server), queue depth \(report.queueDepth), "
-        + "reads in flight \(report.initiatorDepth)")
+      print(
+        "device \(report.device), server \(report.server), queue depth \(report.queueDepth), "
+          + "reads in flight \(report.initiatorDepth)")
       print("client region: \(report.clientRegion.summary)")
       print("server region: \(report.serverRegion.summary)")
     }

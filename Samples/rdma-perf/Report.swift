@@ -58,15 +58,19 @@ struct Result: Codable {
   }
 
   static func latency(_ test: Test, bytes: Int, samples: [UInt64]) -> Result {
-    Result(test: test.name, bytes: bytes, iterations: samples.count, latency: LatencySummary(nanoseconds: samples))
+    Result(
+      test: test.name, bytes: bytes, iterations: samples.count,
+      latency: LatencySummary(nanoseconds: samples))
   }
 
   /// One text line in perftest's spirit.
   var line: String {
     func f(_ value: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", value) }
-    let head = "\(test.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(bytes).leftPadded(8)) B  x\(String(iterations).leftPadded(6))"
+    let head =
+      "\(test.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(bytes).leftPadded(8)) B  x\(String(iterations).leftPadded(6))"
     if let latency {
-      return head + "  typical \(f(latency.typical)) us  min \(f(latency.min))  avg \(f(latency.average))"
+      return head
+        + "  typical \(f(latency.typical)) us  min \(f(latency.min))  avg \(f(latency.average))"
         + "  max \(f(latency.max))  p99 \(f(latency.p99))  p99.9 \(f(latency.p999))"
     }
     return head + "  \(f(mibPerSecond ?? 0)) MiB/s  \(f(gbitPerSecond ?? 0, 3)) Gb/s"

@@ -45,32 +45,35 @@ func serve(_ id: borrowing ConnectionID, peer: String, _ settings: ServerSetting
   let attributes = try id.deviceAttributes()
   try withEndpoint(id, sendDepth: 16) { pd, qp, cq, control, controlBase in
     try id.accept()
-    var inbox = Inbox()
-    let hello = try receive(&inbox, id, qp, cq, control, base: controlBase)
+    var pending = PendingCompletions()
+    let hello = try receive(&pending, id, qp, cq, control, base: controlBase)
     guard hello.kind == .hello else {
       throw PerfError("the client opened with \(hello.kind); expected hello")
     }
     let largest = Int(clamping: hello[0])
     guard (1...largestMessage).contains(largest) else {
-      throw PerfError("the client asked for \(largest)-byte messages; the limit is \(largestMessage)")
+      throw PerfError(
+        "the client asked for \(largest)-byte messages; the limit is \(largestMessage)")
     }
-    let client = RemoteBuffer(address: hello[1], length: hello[3], rkey: UInt32(truncatingIfNeeded: hello[2]))
+    let client = RemoteBuffer(
+      address: hello[1], length: hello[3], rkey: UInt32(truncatingIfNeeded: hello[2]))
     try withDataRegion(
       pd, pageSizeCap: attributes.pageSizeCapability, bytes: dataBytes(largestMessage: largest),
       backing: settings.backing, iovaPolicy: settings.iova
     ) { data, base, plan in
       try send(
         Message(.ready, [data.iova, UInt64(data.rkey)] + plan.words),
-        &inbox, id, qp, cq, control, base: controlBase)
+        &pending, id, qp, cq, control, base: controlBase)
       log("client \(peer): data region \(plan.summary)")
       while true {
-        let message = try receive(&inbox, id, qp, cq, control, base: controlBase)
+        let message = try receive(&pending, id, qp, cq, control, base: controlBase)
         switch message.kind {
         case .bye:
           try? id.disconnect()
           return
         case .run:
-          guard let test = Test(rawValue: message[0]), (1...largest).contains(Int(clamping: message[1]))
+          guard let test = Test(rawValue: message[0]),
+            (1...largest).contains(Int(clamping: message[1]))
           else {
             throw PerfError("the client asked for test \(message[0]) at \(message[1]) bytes")
           }
@@ -78,7 +81,7 @@ func serve(_ id: borrowing ConnectionID, peer: String, _ settings: ServerSetting
           let iterations = Int(clamping: message[2])
           let areas = Areas(size: size, incomingOffset: largest, peer: client, base: base)
           areas.watchedIncoming.storeBytes(of: 0, as: UInt8.self)
-          try send(Message(.ack), &inbox, id, qp, cq, control, base: controlBase)
+          try send(Message(.ack), &pending, id, qp, cq, control, base: controlBase)
           if test == .writeLatency {
             _ = try measureWriteLatency(
               iterations: iterations, areas: areas, isClient: false, id, qp, cq, data)

@@ -136,9 +136,11 @@ struct Advert {
 
   init(loading buffer: borrowing PageAlignedBuffer) {
     (address, rkey, size) = buffer.withUnsafeMutableBytes { bytes in
-      (UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-       UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
-       UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+      (
+        UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+        UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+        UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+      )
     }
   }
 }
@@ -164,27 +166,6 @@ func cString(_ buffer: borrowing PageAlignedBuffer) -> String {
   buffer.withUnsafeMutableBytes { bytes in
     let end = bytes.firstIndex(of: 0) ?? bytes.count
     return String(decoding: bytes[..<end], as: UTF8.self)
-  }
-}
-
-/// Completions, in the order the main loop asks for them. SEND completions
-/// only confirm a message left; they are checked and dropped.
-struct Completions {
-  var pending: [WorkCompletion] = []
-
-  mutating func next(
-    _ opcode: WorkCompletion.Opcode, id: borrowing ConnectionID, cq: borrowing CompletionQueue
-  ) throws -> WorkCompletion {
-    while true {
-      if let index = pending.firstIndex(where: { $0.opcode == opcode }) {
-        return pending.remove(at: index)
-      }
-      for wc in try id.waitForCompletions(on: cq) {
-        try wc.checkSuccess()
-        debug("cq completion: \(wc)")
-        if wc.opcode != .send { pending.append(wc) }
-      }
-    }
   }
 }
 
@@ -290,13 +271,15 @@ final class Handoff: @unchecked Sendable {
 func startThread(serving child: consuming ConnectionID, _ options: Options) {
   let handoff = Unmanaged.passRetained(Handoff(child, options)).toOpaque()
   var thread = pthread_t()
-  let started = pthread_create(&thread, nil, { argument in
-    let handoff = Unmanaged<Handoff>.fromOpaque(argument!).takeRetainedValue()
-    if let id = handoff.id.take() {
-      do { try serve(id, handoff.options) } catch { report(error) }
-    }
-    return nil
-  }, handoff)
+  let started = pthread_create(
+    &thread, nil,
+    { argument in
+      let handoff = Unmanaged<Handoff>.fromOpaque(argument!).takeRetainedValue()
+      if let id = handoff.id.take() {
+        do { try serve(id, handoff.options) } catch { report(error) }
+      }
+      return nil
+    }, handoff)
   if started == 0 {
     pthread_detach(thread)
   } else {
@@ -316,7 +299,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
   try withConnection(id, options: options) { qp, cq, buffers, regions in
     try id.accept()
     debug("accepted; connection established")
-    var completions = Completions()
+    var completions = PendingCompletions(dropping: [.send])
     var served = 0
     var betweenPings = true
     do {
@@ -331,9 +314,11 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
               + "\(options.size); use the same -S on both sides")
         }
         try qp.postSend(
-          .read(from: RemoteBuffer(address: source.address, length: UInt64(source.size), rkey: source.rkey)),
+          .read(
+            from: RemoteBuffer(
+              address: source.address, length: UInt64(source.size), rkey: source.rkey)),
           regions.rdma.scatterGather(offset: 0, count: Int(source.size)), id: 2)
-        _ = try completions.next(.rdmaRead, id: id, cq: cq)
+        _ = try completions.next(.rdmaRead, on: cq, of: id)
         if options.verbose { print("server ping data: \(cString(buffers.rdma))") }
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
 
@@ -341,9 +326,10 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
         let sink = try receiveAdvert(&completions, id, qp, cq, buffers, regions)
         let length = min(strnlen(buffers.rdma.baseAddress, options.size) + 1, options.size)
         try qp.postSend(
-          .write(to: RemoteBuffer(address: sink.address, length: UInt64(sink.size), rkey: sink.rkey)),
+          .write(
+            to: RemoteBuffer(address: sink.address, length: UInt64(sink.size), rkey: sink.rkey)),
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
-        _ = try completions.next(.rdmaWrite, id: id, cq: cq)
+        _ = try completions.next(.rdmaWrite, on: cq, of: id)
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
         served += 1
       }
@@ -367,16 +353,18 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
 /// Waits for the next 16-byte message, re-posts the receive at once (as rping
 /// does, before answering), and decodes it.
 func receiveAdvert(
-  _ completions: inout Completions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
+  _ completions: inout PendingCompletions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
   _ cq: borrowing CompletionQueue, _ buffers: borrowing Buffers, _ regions: borrowing Regions
 ) throws -> Advert {
-  let wc = try completions.next(.receive, id: id, cq: cq)
+  let wc = try completions.next(.receive, on: cq, of: id)
   guard wc.byteLength == 16 else {
     throw PingError(description: "Received bogus data, size \(wc.byteLength)")
   }
   let advert = Advert(loading: buffers.receive)
   try qp.postReceive(regions.receive.scatterGather(offset: 0, count: 16), id: 0)
-  debug("received rkey 0x\(String(advert.rkey, radix: 16)) addr 0x\(String(advert.address, radix: 16)) len \(advert.size)")
+  debug(
+    "received rkey 0x\(String(advert.rkey, radix: 16)) addr 0x\(String(advert.address, radix: 16)) len \(advert.size)"
+  )
   return advert
 }
 
@@ -392,11 +380,12 @@ func runClient(_ options: Options) throws {
   debug("resolved \(destination) on \(id.deviceName ?? "?")")
   try withConnection(id, options: options) { qp, cq, buffers, regions in
     // The server RDMA READs from us, so it needs responder resources here.
-    try id.connect(ConnectionParameters(
-      responderResources: 1, initiatorDepth: 1, retryCount: 7, rnrRetryCount: 7),
+    try id.connect(
+      ConnectionParameters(
+        responderResources: 1, initiatorDepth: 1, retryCount: 7, rnrRetryCount: 7),
       timeout: .seconds(10))
     debug("connected")
-    var completions = Completions()
+    var completions = PendingCompletions(dropping: [.send])
     let size = options.size
     var ping = 0
     while options.count == 0 || ping < options.count {
@@ -411,7 +400,8 @@ func runClient(_ options: Options) throws {
       try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
       _ = try receiveAdvert(&completions, id, qp, cq, buffers, regions)  // go-ahead: it wrote
 
-      if options.validate && memcmp(buffers.start.baseAddress, buffers.rdma.baseAddress, size) != 0 {
+      if options.validate && memcmp(buffers.start.baseAddress, buffers.rdma.baseAddress, size) != 0
+      {
         printError("data mismatch!\n")
         throw PingError(description: "ping \(ping): the echoed data differs from what was sent")
       }
@@ -434,7 +424,8 @@ func fill(_ buffer: borrowing PageAlignedBuffer, ping: Int, size: Int) {
     var offset = prefix.count
     while offset < size {
       let n = min(cycle.count, size - offset)
-      UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<offset + n]).copyBytes(from: cycle[..<n])
+      UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<offset + n]).copyBytes(
+        from: cycle[..<n])
       offset += n
     }
     bytes[size - 1] = 0

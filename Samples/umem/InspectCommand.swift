@@ -30,10 +30,12 @@ struct Inspect: ParsableCommand {
   @Option(help: "Buffer size: 4096, 0x1000, 64K, 16M, 1G.") var size: String
   @Option(help: "plain, thp, hugetlb-2m or hugetlb-1g.") var backing = "plain"
   @Option(help: "Start this many bytes into the aligned allocation.") var offset = "0"
-  @Option(help: "HCA page sizes as a bitmap (page_size_cap), e.g. 0xfffff000.") var pageSizes: String?
+  @Option(help: "HCA page sizes as a bitmap (page_size_cap), e.g. 0xfffff000.") var pageSizes:
+    String?
   @Option(help: "Device whose page_size_cap to plan for, and to register on.") var device: String?
   @Option(help: "IOVA policy: auto (planner's choice), va (the address), zero.") var iova = "auto"
-  @Option(help: "Access flags for pinning and registration.") var access = "local-write,remote-read,remote-write"
+  @Option(help: "Access flags for pinning and registration.") var access =
+    "local-write,remote-read,remote-write"
   @Flag(help: "Register the buffer on the device with the plan and report keys and timings.")
   var register = false
   @Flag(help: "Print one JSON object.") var json = false
@@ -44,7 +46,9 @@ struct Inspect: ParsableCommand {
     guard let bytes = parseSize(size), bytes > 0, bytes <= UInt64(Int.max) / 2 else {
       throw ValidationError("--size '\(size)' is not a positive size such as 4096, 64K, 16M or 1G")
     }
-    guard parseSize(offset) != nil else { throw ValidationError("--offset '\(offset)' is not a size") }
+    guard parseSize(offset) != nil else {
+      throw ValidationError("--offset '\(offset)' is not a size")
+    }
     guard UmemBuffer.Backing(rawValue: backing) != nil else {
       throw ValidationError("--backing must be plain, thp, hugetlb-2m or hugetlb-1g")
     }
@@ -122,8 +126,11 @@ struct Inspect: ParsableCommand {
       fork = try forkReport(umem: umem, buffer: buffer, layout: layout, registered: false)
     }
     let t3 = clock.now
-    let plan = try layout.phyrs == nil ? nil : layout.plan(
-      pageSizes: PageSizes(pageSizeCap: bitmap), iova: policy(address: umem.address))
+    let plan =
+      try layout.phyrs == nil
+      ? nil
+      : layout.plan(
+        pageSizes: PageSizes(pageSizeCap: bitmap), iova: policy(address: umem.address))
     let t4 = clock.now
     let timings: [(String, JSON)] = [
       ("pinNanoseconds", .double((t1 - t0).nanoseconds)),
@@ -161,7 +168,8 @@ struct Inspect: ParsableCommand {
     let t2 = clock.now
     // The planned path as a caller would use it: resolve, plan, register.
     let fresh = try umem.resolve()
-    let plan = try fresh.plan(pageSizes: PageSizes(pageSizeCap: pageSizes), iova: policy(address: umem.address))
+    let plan = try fresh.plan(
+      pageSizes: PageSizes(pageSizeCap: pageSizes), iova: policy(address: umem.address))
     let t3 = clock.now
     let planned = try pd.register(umem, plan: plan, access: flags)
     let t4 = clock.now
@@ -202,7 +210,8 @@ struct Inspect: ParsableCommand {
     var toParent: [Int32] = [0, 0]
     var toChild: [Int32] = [0, 0]
     guard pipe(&toParent) == 0, pipe(&toChild) == 0 else {
-      throw UmemError(.other, operation: "pipe", errno: errno, message: "no pipe for the fork check")
+      throw UmemError(
+        .other, operation: "pipe", errno: errno, message: "no pipe for the fork check")
     }
     let pid = Glibc.fork()
     if pid == 0 {
@@ -352,7 +361,10 @@ struct Inspect: ParsableCommand {
       fields.append(("runs", .number(Int64(phyrs.count))))
       fields.append(("largestRun", .string(hex(phyrs.largestRunLength))))
       fields.append(
-        ("phyrs", .array(phyrs.map { .array([.string(hex($0.address)), .string(hex($0.length))]) })))
+        (
+          "phyrs",
+          .array(phyrs.map { .array([.string(hex($0.address)), .string(hex($0.length))]) })
+        ))
     } else {
       fields.append(("runs", .null))
       fields.append(("largestRun", .null))
@@ -379,21 +391,27 @@ struct Inspect: ParsableCommand {
       }
     }
     fields.append(
-      ("backing",
+      (
+        "backing",
         .array(
           backing.ranges.map {
             .object([
               ("address", .string(hex($0.address))), ("length", .string(hex($0.length))),
               ("pageSize", .string(hex($0.pageSize))), ("kind", .string($0.kind.rawValue)),
             ])
-          })))
+          })
+      ))
     fields.append(("transparentHugeLocated", .bool(backing.locatedTransparentHugePages)))
-    fields.append(("obtained", .object([
-      ("requested", .string(obtained.requested.rawValue)),
-      ("kernelPageSize", .string(hex(obtained.kernelPageSize))),
-      ("transparentHugeBytes", .unsigned(obtained.transparentHugeBytes)),
-      ("transparentHugeMode", obtained.transparentHugeMode.map { .string($0) } ?? .null),
-    ])))
+    fields.append(
+      (
+        "obtained",
+        .object([
+          ("requested", .string(obtained.requested.rawValue)),
+          ("kernelPageSize", .string(hex(obtained.kernelPageSize))),
+          ("transparentHugeBytes", .unsigned(obtained.transparentHugeBytes)),
+          ("transparentHugeMode", obtained.transparentHugeMode.map { .string($0) } ?? .null),
+        ])
+      ))
     return fields
   }
 
@@ -402,11 +420,17 @@ struct Inspect: ParsableCommand {
     obtained: UmemBuffer.Obtained, timings: (Duration, Duration, Duration),
     registration: [(String, JSON)]?, fork: [(String, JSON)]?
   ) {
-    print("buffer        \(hex(layout.address)), \(layout.length) bytes (\(humanBytes(layout.length))), \(layout.pageCount) pages")
+    print(
+      "buffer        \(hex(layout.address)), \(layout.length) bytes (\(humanBytes(layout.length))), \(layout.pageCount) pages"
+    )
     print("allocation    \(obtained)")
-    print("pinned        in \(format(timings.0.nanoseconds)); pagemap read in \(format(timings.1.nanoseconds))")
+    print(
+      "pinned        in \(format(timings.0.nanoseconds)); pagemap read in \(format(timings.1.nanoseconds))"
+    )
     if let phyrs = layout.phyrs {
-      print("phyrs         \(phyrs.count) runs, largest \(humanBytes(phyrs.largestRunLength)), first \(phyrs.first.map(\.description) ?? "-")")
+      print(
+        "phyrs         \(phyrs.count) runs, largest \(humanBytes(phyrs.largestRunLength)), first \(phyrs.first.map(\.description) ?? "-")"
+      )
     } else if !layout.physicalAddressesAvailable {
       print("phyrs         unavailable: \(layout.unavailableReason ?? "")")
     } else {
@@ -415,12 +439,20 @@ struct Inspect: ParsableCommand {
     let kinds = backing.ranges.reduce(into: [String: UInt64]()) {
       $0["\($1.kind.rawValue) \(PageSizes.describe($1.pageSize))", default: 0] += $1.length
     }
-    print("backing       " + kinds.sorted { $0.key < $1.key }.map { "\($0.key): \(humanBytes($0.value))" }.joined(separator: ", ")
-      + (backing.locatedTransparentHugePages ? "" : " (THP not located: needs root for /proc/kpageflags)"))
+    print(
+      "backing       "
+        + kinds.sorted { $0.key < $1.key }.map { "\($0.key): \(humanBytes($0.value))" }.joined(
+          separator: ", ")
+        + (backing.locatedTransparentHugePages
+          ? "" : " (THP not located: needs root for /proc/kpageflags)"))
     print("page sizes    \(PageSizes(pageSizeCap: bitmap)) (\(hex(bitmap)))")
     if let plan {
-      print("plan          \(plan.pageSize.map(PageSizes.describe) ?? "none") pages, \(plan.blockCount) blocks at iova \(hex(plan.iova)), dma offset \(hex(plan.dmaOffset))")
-      print("table         \(plan.tableBytes) B at the chosen size vs \(plan.tableBytesAt4K) B at 4K (\(plan.entriesAt4K) entries)")
+      print(
+        "plan          \(plan.pageSize.map(PageSizes.describe) ?? "none") pages, \(plan.blockCount) blocks at iova \(hex(plan.iova)), dma offset \(hex(plan.dmaOffset))"
+      )
+      print(
+        "table         \(plan.tableBytes) B at the chosen size vs \(plan.tableBytesAt4K) B at 4K (\(plan.entriesAt4K) entries)"
+      )
       print("limited by    \(Plan.limitText(plan.iovaPlan.limit))")
       print("planned in    \(format(timings.2.nanoseconds))")
     }

@@ -13,8 +13,10 @@ extension ConnectionID {
   public func allocateProtectionDomain() throws(CMError) -> ProtectionDomain {
     let verbs = try device(for: "ibv_alloc_pd")
     guard let pd = ibv_alloc_pd(verbs) else {
-      throw CMError(VerbsError(.resourceExhausted, operation: "ibv_alloc_pd", errno: CRDMA_errno(),
-                               message: "the device refused a new protection domain"))
+      throw CMError(
+        VerbsError(
+          .resourceExhausted, operation: "ibv_alloc_pd", errno: CRDMA_errno(),
+          message: "the device refused a new protection domain"))
     }
     return ProtectionDomain(raw: pd, owner: self)
   }
@@ -64,20 +66,22 @@ extension ConnectionID {
       let receiveSGE = UInt32(exactly: capacity.receiveScatterGather),
       let inline = UInt32(exactly: capacity.inlineData)
     else {
-      throw CMError(.invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
-                    message: "queue pair capacities must fit in 32 bits; got \(capacity)")
+      throw CMError(
+        .invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
+        message: "queue pair capacities must fit in 32 bits; got \(capacity)")
     }
     attr.cap = ibv_qp_cap(
       max_send_wr: send, max_recv_wr: receive, max_send_sge: sendSGE, max_recv_sge: receiveSGE,
       max_inline_data: inline)
     if rdma_create_qp(raw, pd.raw, &attr) != 0 {
       let code = CRDMA_errno()
-      throw CMError(VerbsError(
-        code == EINVAL ? .invalidArgument : .resourceExhausted, operation: "rdma_create_qp",
-        errno: code,
-        message: code == EINVAL
-          ? "the domain and queue must come from this id's device, and the id may have only one QP"
-          : "the device refused a queue pair with \(capacity)"))
+      throw CMError(
+        VerbsError(
+          code == EINVAL ? .invalidArgument : .resourceExhausted, operation: "rdma_create_qp",
+          errno: code,
+          message: code == EINVAL
+            ? "the domain and queue must come from this id's device, and the id may have only one QP"
+            : "the device refused a queue pair with \(capacity)"))
     }
     return QueuePair(adopting: raw, pd: pd, completions: completions, owner: self)
   }
@@ -103,8 +107,9 @@ extension ConnectionID {
         // Arm, then poll again: a completion that landed before arming raises no event.
         let armed = ibv_req_notify_cq(completions.raw, 0)
         if armed != 0 {
-          throw VerbsError(.other, operation: "ibv_req_notify_cq", errno: armed,
-                           message: "could not arm the completion queue")
+          throw VerbsError(
+            .other, operation: "ibv_req_notify_cq", errno: armed,
+            message: "could not arm the completion queue")
         }
         found = try completions.poll(maximum: maximum)
       } catch {
@@ -122,14 +127,16 @@ extension ConnectionID {
         pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0),
       ]
       if Glibc.poll(&descriptors, 2, ms) < 0 && errno != EINTR {
-        throw CMError(.other, operation: "poll", errno: errno,
-                      message: "waiting for completions and events failed")
+        throw CMError(
+          .other, operation: "poll", errno: errno,
+          message: "waiting for completions and events failed")
       }
       if descriptors[1].revents != 0, let event = try takeEvent(),
         let failure = event.kind.failure
       {
-        throw CMError(failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
-                      message: ConnectionID.explain(event, peer: peerAddress))
+        throw CMError(
+          failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
+          message: ConnectionID.explain(event, peer: peerAddress))
       }
       if descriptors[0].revents != 0 {
         var cq: UnsafeMutablePointer<ibv_cq>? = nil
@@ -143,9 +150,10 @@ extension ConnectionID {
 
   func device(for operation: String) throws(CMError) -> UnsafeMutablePointer<ibv_context> {
     guard let verbs = raw.pointee.verbs else {
-      throw CMError(.invalidArgument, operation: operation, errno: ENODEV,
-                    message: "the id has no RDMA device yet; resolve an address first, "
-                      + "or use the id a connection request gave you")
+      throw CMError(
+        .invalidArgument, operation: operation, errno: ENODEV,
+        message: "the id has no RDMA device yet; resolve an address first, "
+          + "or use the id a connection request gave you")
     }
     return verbs
   }

@@ -72,8 +72,9 @@ public struct ConnectionID: ~Copyable {
     let code = CRDMA_errno()
     rdma_destroy_event_channel(channel)
     if result != 0 {
-      throw CMError(.other, operation: "rdma_destroy_id", errno: code,
-                    message: "the connection id could not be destroyed; destroy its queue pair first")
+      throw CMError(
+        .other, operation: "rdma_destroy_id", errno: code,
+        message: "the connection id could not be destroyed; destroy its queue pair first")
     }
   }
 
@@ -114,12 +115,14 @@ public struct ConnectionID: ~Copyable {
     }
     if result != 0 {
       let code = CRDMA_errno()
-      throw CMError(.addressError, operation: "rdma_resolve_addr", errno: code,
-                    message: "cannot start resolving \(destination)"
-                      + (code == EADDRNOTAVAIL ? "; the source address is not local" : ""))
+      throw CMError(
+        .addressError, operation: "rdma_resolve_addr", errno: code,
+        message: "cannot start resolving \(destination)"
+          + (code == EADDRNOTAVAIL ? "; the source address is not local" : ""))
     }
-    _ = try expect(.addressResolved, operation: "rdma_resolve_addr", peer: destination,
-                   timeout: timeout + .seconds(5))
+    _ = try expect(
+      .addressResolved, operation: "rdma_resolve_addr", peer: destination,
+      timeout: timeout + .seconds(5))
   }
 
   /// Resolves the route to the resolved address and waits for
@@ -134,8 +137,9 @@ public struct ConnectionID: ~Copyable {
             + "use an address on the netdev rxe is bound to (127.0.0.1 does not work with rxe)"
           : "cannot start route resolution; resolve the address first")
     }
-    _ = try expect(.routeResolved, operation: "rdma_resolve_route", peer: peerAddress,
-                   timeout: timeout + .seconds(5))
+    _ = try expect(
+      .routeResolved, operation: "rdma_resolve_route", peer: peerAddress,
+      timeout: timeout + .seconds(5))
   }
 
   /// Connects and waits for `RDMA_CM_EVENT_ESTABLISHED`; returns that event,
@@ -149,8 +153,9 @@ public struct ConnectionID: ~Copyable {
   ) throws(CMError) -> CMEvent {
     try parameters.validate(operation: "rdma_connect")
     if parameters.withC({ rdma_connect(raw, $0) }) != 0 {
-      throw CMError(.connectError, operation: "rdma_connect", errno: CRDMA_errno(),
-                    message: "cannot start connecting; resolve the address and route first")
+      throw CMError(
+        .connectError, operation: "rdma_connect", errno: CRDMA_errno(),
+        message: "cannot start connecting; resolve the address and route first")
     }
     return try expect(.established, operation: "rdma_connect", peer: peerAddress, timeout: timeout)
   }
@@ -174,8 +179,9 @@ public struct ConnectionID: ~Copyable {
   /// Starts listening for connection requests. The C function is `rdma_listen`.
   public func listen(backlog: Int = 3) throws(CMError) {
     if rdma_listen(raw, Int32(clamping: backlog)) != 0 {
-      throw CMError(.other, operation: "rdma_listen", errno: CRDMA_errno(),
-                    message: "cannot listen; bind to an address first")
+      throw CMError(
+        .other, operation: "rdma_listen", errno: CRDMA_errno(),
+        message: "cannot listen; bind to an address first")
     }
   }
 
@@ -190,7 +196,9 @@ public struct ConnectionID: ~Copyable {
       let left = deadline.map { clock.now.duration(to: $0) }
       if let left, left <= .zero { return nil }
       guard let event = try waitForEvent(timeout: left) else { continue }
-      if event.kind == .connectRequest, let child = UnsafeMutablePointer<rdma_cm_id>(bitPattern: event.requestID) {
+      if event.kind == .connectRequest,
+        let child = UnsafeMutablePointer<rdma_cm_id>(bitPattern: event.requestID)
+      {
         let channel: UnsafeMutablePointer<rdma_event_channel>
         do { channel = try ConnectionID.makeChannel() } catch {
           _ = rdma_reject(child, nil, 0)
@@ -202,14 +210,16 @@ public struct ConnectionID: ~Copyable {
           _ = rdma_reject(child, nil, 0)
           _ = rdma_destroy_id(child)
           rdma_destroy_event_channel(channel)
-          throw CMError(.other, operation: "rdma_migrate_id", errno: code,
-                        message: "could not give the new connection its own event channel")
+          throw CMError(
+            .other, operation: "rdma_migrate_id", errno: code,
+            message: "could not give the new connection its own event channel")
         }
         return ConnectionID(raw: child, channel: channel)
       }
       if let failure = event.kind.failure {
-        throw CMError(failure, operation: "rdma_listen", event: event.kind, status: event.status,
-                      message: ConnectionID.explain(event, peer: nil))
+        throw CMError(
+          failure, operation: "rdma_listen", event: event.kind, status: event.status,
+          message: ConnectionID.explain(event, peer: nil))
       }
     }
   }
@@ -231,8 +241,9 @@ public struct ConnectionID: ~Copyable {
       result = rdma_accept(raw, nil)
     }
     if result != 0 {
-      throw CMError(.connectError, operation: "rdma_accept", errno: CRDMA_errno(),
-                    message: "cannot accept; the requester may have given up")
+      throw CMError(
+        .connectError, operation: "rdma_accept", errno: CRDMA_errno(),
+        message: "cannot accept; the requester may have given up")
     }
     return try expect(.established, operation: "rdma_accept", peer: peerAddress, timeout: timeout)
   }
@@ -243,8 +254,9 @@ public struct ConnectionID: ~Copyable {
       rdma_reject(raw, $0.baseAddress, UInt8(clamping: $0.count))
     }
     if result != 0 {
-      throw CMError(.other, operation: "rdma_reject", errno: CRDMA_errno(),
-                    message: "cannot reject the request")
+      throw CMError(
+        .other, operation: "rdma_reject", errno: CRDMA_errno(),
+        message: "cannot reject the request")
     }
   }
 
@@ -254,8 +266,9 @@ public struct ConnectionID: ~Copyable {
   /// which flushes posted receives. The C function is `rdma_disconnect`.
   public func disconnect() throws(CMError) {
     if rdma_disconnect(raw) != 0 {
-      throw CMError(.other, operation: "rdma_disconnect", errno: CRDMA_errno(),
-                    message: "cannot disconnect; the id is not connected")
+      throw CMError(
+        .other, operation: "rdma_disconnect", errno: CRDMA_errno(),
+        message: "cannot disconnect; the id is not connected")
     }
   }
 
@@ -275,8 +288,9 @@ public struct ConnectionID: ~Copyable {
       }
       var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
       if Glibc.poll(&descriptor, 1, ms) < 0 && errno != EINTR {
-        throw CMError(.other, operation: "poll", errno: errno,
-                      message: "waiting on the event channel failed")
+        throw CMError(
+          .other, operation: "poll", errno: errno,
+          message: "waiting on the event channel failed")
       }
     }
   }
@@ -287,8 +301,9 @@ public struct ConnectionID: ~Copyable {
     if rdma_get_cm_event(channel, &event) != 0 {
       let code = CRDMA_errno()
       if code == EAGAIN || code == EWOULDBLOCK || code == EINTR { return nil }
-      throw CMError(.other, operation: "rdma_get_cm_event", errno: code,
-                    message: "reading the event channel failed")
+      throw CMError(
+        .other, operation: "rdma_get_cm_event", errno: code,
+        message: "reading the event channel failed")
     }
     guard let event else { return nil }
     let copy = CMEvent(event)
@@ -305,18 +320,21 @@ public struct ConnectionID: ~Copyable {
     while true {
       let left = clock.now.duration(to: deadline)
       guard left > .zero, let event = try waitForEvent(timeout: left) else {
-        throw CMError(.timedOut, operation: operation, errno: ETIMEDOUT,
-                      message: "no \(kind) within \(timeout)"
-                        + (peer.map { " from \($0)" } ?? ""))
+        throw CMError(
+          .timedOut, operation: operation, errno: ETIMEDOUT,
+          message: "no \(kind) within \(timeout)"
+            + (peer.map { " from \($0)" } ?? ""))
       }
       if event.kind == kind { return event }
       if let failure = event.kind.failure {
-        throw CMError(failure, operation: operation, event: event.kind, status: event.status,
-                      message: ConnectionID.explain(event, peer: peer))
+        throw CMError(
+          failure, operation: operation, event: event.kind, status: event.status,
+          message: ConnectionID.explain(event, peer: peer))
       }
       if event.kind == .timewaitExit || event.kind == .addressChange { continue }
-      throw CMError(.unexpectedEvent, operation: operation, event: event.kind, status: event.status,
-                    message: "expected \(kind) but got \(event.kind)")
+      throw CMError(
+        .unexpectedEvent, operation: operation, event: event.kind, status: event.status,
+        message: "expected \(kind) but got \(event.kind)")
     }
   }
 

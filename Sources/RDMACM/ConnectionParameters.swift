@@ -31,18 +31,21 @@ public struct ConnectionParameters: Sendable, Hashable {
     for (name, value) in [
       ("responderResources", responderResources), ("initiatorDepth", initiatorDepth),
     ] where !(0...255).contains(value) {
-      throw CMError(.invalidArgument, operation: operation, errno: EINVAL,
-                    message: "\(name) must be between 0 and 255; got \(value)")
+      throw CMError(
+        .invalidArgument, operation: operation, errno: EINVAL,
+        message: "\(name) must be between 0 and 255; got \(value)")
     }
     for (name, value) in [("retryCount", retryCount), ("rnrRetryCount", rnrRetryCount)]
     where !(0...7).contains(value) {
-      throw CMError(.invalidArgument, operation: operation, errno: EINVAL,
-                    message: "\(name) is a 3-bit field (0...7); got \(value)")
+      throw CMError(
+        .invalidArgument, operation: operation, errno: EINVAL,
+        message: "\(name) is a 3-bit field (0...7); got \(value)")
     }
     if privateData.count > 56 {
-      throw CMError(.invalidArgument, operation: operation, errno: EINVAL,
-                    message: "private data is limited to 56 bytes on the TCP port space; "
-                      + "got \(privateData.count)")
+      throw CMError(
+        .invalidArgument, operation: operation, errno: EINVAL,
+        message: "private data is limited to 56 bytes on the TCP port space; "
+          + "got \(privateData.count)")
     }
   }
 

@@ -15,8 +15,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     let status = getaddrinfo(host, nil, &hints, &result)
     guard status == 0, let first = result, let address = first.pointee.ai_addr else {
       let text = status == 0 ? "no address" : String(cString: gai_strerror(status))
-      throw CMError(.invalidArgument, operation: "getaddrinfo", errno: EINVAL,
-                    message: "cannot resolve '\(host)': \(text)")
+      throw CMError(
+        .invalidArgument, operation: "getaddrinfo", errno: EINVAL,
+        message: "cannot resolve '\(host)': \(text)")
     }
     defer { freeaddrinfo(result) }
     bytes = Array(UnsafeRawBufferPointer(start: address, count: Int(first.pointee.ai_addrlen)))
@@ -60,7 +61,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     set {
       let offset =
         family == AF_INET6
-        ? MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)! : MemoryLayout<sockaddr_in>.offset(of: \.sin_port)!
+        ? MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!
+        : MemoryLayout<sockaddr_in>.offset(of: \.sin_port)!
       withUnsafeBytes(of: newValue.bigEndian) { port in
         bytes.replaceSubrange(offset..<offset + 2, with: port)
       }
@@ -69,7 +71,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
   func withSockaddr<R>(_ body: (UnsafeMutablePointer<sockaddr>) -> R) -> R {
     var copy = bytes
-    return copy.withUnsafeMutableBytes { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }
+    return copy.withUnsafeMutableBytes {
+      body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self))
+    }
   }
 
   /// `198.18.0.1:7174`, or `[fe80::1]:7174`.
@@ -84,7 +88,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         _ = inet_ntop(AF_INET, &a, &text, socklen_t(text.count))
       }
     }
-    let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let host = String(
+      decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     return family == AF_INET6 ? "[\(host)]:\(port)" : "\(host):\(port)"
   }
 }

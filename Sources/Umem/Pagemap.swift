@@ -51,7 +51,7 @@ struct PagemapReader: ~Copyable {
           .procReadFailed, operation: "pread(/proc/self/pagemap)", errno: EIO,
           message: "read \(bytes) of \(n * 8) bytes at offset \(offset)")
       case .failure(let failure):
-      let code = failure.code
+        let code = failure.code
         throw UmemError(
           .procReadFailed, operation: "pread(/proc/self/pagemap)", errno: code,
           message: "reading the page map failed at offset \(offset)")

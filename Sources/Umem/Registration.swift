@@ -39,7 +39,8 @@ extension ProtectionDomain {
   ) throws(VerbsError) -> PlannedMemoryRegion {
     guard let pointer = UnsafeMutableRawPointer(bitPattern: UInt(umem.address)) else {
       throw VerbsError(
-        .invalidArgument, operation: "ibv_reg_mr", errno: 22, message: "the umem starts at address 0",
+        .invalidArgument, operation: "ibv_reg_mr", errno: 22,
+        message: "the umem starts at address 0",
         checkedBeforeCall: true)
     }
     let region = try register(

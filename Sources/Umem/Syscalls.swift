@@ -81,9 +81,11 @@ func system_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, 
 func system_close(_ fd: Int32) { _ = close(fd) }
 
 /// `system_mmap` wraps `mmap` for anonymous private memory with extra flags.
-func system_mmapAnonymous(_ length: Int, extraFlags: Int32) -> Result<UnsafeMutableRawPointer, Errno>
-{
-  let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extraFlags, -1, 0)
+func system_mmapAnonymous(_ length: Int, extraFlags: Int32) -> Result<
+  UnsafeMutableRawPointer, Errno
+> {
+  let raw = mmap(
+    nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extraFlags, -1, 0)
   guard let raw, raw != MAP_FAILED else { return .failure(Errno(errno)) }
   return .success(raw)
 }

@@ -63,7 +63,8 @@ public struct Umem: ~Copyable, ~Escapable {
     else {
       throw UmemError(
         .invalidArgument, operation: "mlock", errno: EINVAL,
-        message: "offset \(offset) and length \(count) fall outside the \(buffer.byteCount)-byte buffer",
+        message:
+          "offset \(offset) and length \(count) fall outside the \(buffer.byteCount)-byte buffer",
         checkedBeforeCall: true)
     }
     let start = buffer.address + UInt64(offset)
@@ -238,7 +239,8 @@ public struct Umem: ~Copyable, ~Escapable {
     if soft == 0 {
       return UmemError(
         .memoryLockLimit, operation: "mlock", errno: EPERM,
-        message: "the process may not lock memory: \(MemoryLockStatus.current()). \(advice)", checkedBeforeCall: true)
+        message: "the process may not lock memory: \(MemoryLockStatus.current()). \(advice)",
+        checkedBeforeCall: true)
     }
     if own.lockedBytes + bytes > soft {
       return UmemError(

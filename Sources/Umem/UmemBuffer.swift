@@ -81,11 +81,13 @@ public struct UmemBuffer: ~Copyable {
     switch backing {
     case .hugetlb2M, .hugetlb1G:
       let shift: Int32 = backing == .hugetlb2M ? 21 : 30
-      switch system_mmapAnonymous(rounded, extraFlags: MAP_HUGETLB | HugeMapFlag.flag(pageShift: shift)) {
+      switch system_mmapAnonymous(
+        rounded, extraFlags: MAP_HUGETLB | HugeMapFlag.flag(pageShift: shift))
+      {
       case .success(let raw):
         return (raw, rounded)
       case .failure(let failure):
-      let code = failure.code
+        let code = failure.code
         throw Self.hugetlbFailure(code, backing: backing, bytes: rounded)
       }
     case .pages, .transparentHuge:
@@ -95,7 +97,7 @@ public struct UmemBuffer: ~Copyable {
       switch system_mmapAnonymous(total, extraFlags: 0) {
       case .success(let value): raw = value
       case .failure(let failure):
-      let code = failure.code
+        let code = failure.code
         throw UmemError(
           .other, operation: "mmap", errno: code,
           message: "could not map \(total) bytes of anonymous memory")
@@ -168,7 +170,8 @@ public struct UmemBuffer: ~Copyable {
   static func hugetlbFailure(_ code: Int32, backing: Backing, bytes: Int) -> UmemError {
     let pool = HugetlbPool(pageSize: backing == .hugetlb2M ? 2 << 20 : 1 << 30)
     let needed = bytes / pool.pageSize
-    let sysctl = pool.pageSize == 2 << 20 ? "/proc/sys/vm/nr_hugepages" : pool.path + "/nr_hugepages"
+    let sysctl =
+      pool.pageSize == 2 << 20 ? "/proc/sys/vm/nr_hugepages" : pool.path + "/nr_hugepages"
     return UmemError(
       code == ENOMEM || code == EINVAL ? .hugePagesUnavailable : .other,
       operation: "mmap(MAP_HUGETLB)", errno: code,
@@ -195,7 +198,9 @@ public struct HugetlbPool: Sendable, Hashable {
   public init(pageSize: Int) {
     self.pageSize = pageSize
     func number(_ name: String) -> Int? {
-      guard case .success(let text) = readTextFile("/sys/kernel/mm/hugepages/hugepages-\(pageSize >> 10)kB/\(name)")
+      guard
+        case .success(let text) = readTextFile(
+          "/sys/kernel/mm/hugepages/hugepages-\(pageSize >> 10)kB/\(name)")
       else { return nil }
       return Int(text.split(separator: "\n").first ?? "")
     }

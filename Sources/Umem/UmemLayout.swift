@@ -63,7 +63,8 @@ public struct PageMove: Sendable, Hashable, CustomStringConvertible {
   /// `page 0x...: frame 0x... -> 0x...` (or `-> not present`).
   public var description: String {
     let now = actualFrame.map { "0x" + String($0, radix: 16) } ?? "not present"
-    return "page 0x\(String(virtualAddress, radix: 16)): frame 0x\(String(expectedFrame, radix: 16)) -> \(now)"
+    return
+      "page 0x\(String(virtualAddress, radix: 16)): frame 0x\(String(expectedFrame, radix: 16)) -> \(now)"
   }
 }
 

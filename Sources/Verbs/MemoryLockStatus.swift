@@ -78,7 +78,9 @@ enum ProcStatus {
     for line in text.split(separator: "\n") {
       guard let colon = line.firstIndex(of: ":") else { continue }
       // "VmLck:\t    1024 kB": a tab, then spaces.
-      let fields = line[line.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\t" })
+      let fields = line[line.index(after: colon)...].split(whereSeparator: {
+        $0 == " " || $0 == "\t"
+      })
       guard fields.count == 2, fields[1] == "kB", let value = UInt64(fields[0]) else { continue }
       result[String(line[..<colon])] = value * 1024
     }

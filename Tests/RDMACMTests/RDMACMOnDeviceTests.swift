@@ -1,13 +1,13 @@
 import Foundation
+import TestSupport
 import Testing
+import Verbs
+
+@testable import RDMACM
 
 #if canImport(Glibc)
   import Glibc
 #endif
-import TestSupport
-import Verbs
-
-@testable import RDMACM
 
 /// Connection management on a real device (rxe0 on 198.18.0.1 under ci/rxe).
 @Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
@@ -45,7 +45,9 @@ struct RDMACMOnDevice {
     try warmUp()
     let port: UInt16 = 7505
     let server = ServerThread()
-    try expectNoLeaks("a connection with one SEND, both sides") { try connectBothSides(server, port: port) }
+    try expectNoLeaks("a connection with one SEND, both sides") {
+      try connectBothSides(server, port: port)
+    }
     #expect(server.failure == nil, "\(server.failure ?? "")")
     #expect(server.received == Array("hello, rping".utf8))
     #expect(server.sawDisconnect)
@@ -68,7 +70,8 @@ struct RDMACMOnDevice {
     #expect(peer == "\(Self.host):7501")
     // The id's device answers attribute queries (rdma-perf plans with them).
     let attributes = try id.deviceAttributes()
-    #expect(attributes.pageSizeCapability & 0xfff == 0 && attributes.pageSizeCapability & 0x1000 != 0)
+    #expect(
+      attributes.pageSizeCapability & 0xfff == 0 && attributes.pageSizeCapability & 0x1000 != 0)
     #expect(attributes.maxInitiatorReadAtomics >= 1)
   }
 

@@ -1,11 +1,11 @@
 import Testing
+import Verbs
+
+@testable import RDMACM
 
 #if canImport(Glibc)
   import Glibc
 #endif
-import Verbs
-
-@testable import RDMACM
 
 @Suite struct CMEventTests {
   static let names: [(CMEvent.Kind, String)] = [
@@ -46,7 +46,8 @@ import Verbs
   }
 
   @Test func verbsErrorsKeepTheirDetail() {
-    let verbs = VerbsError(.resourceExhausted, operation: "ibv_alloc_pd", errno: ENOMEM, message: "x")
+    let verbs = VerbsError(
+      .resourceExhausted, operation: "ibv_alloc_pd", errno: ENOMEM, message: "x")
     let error = CMError(verbs)
     #expect(error.code == .verbs)
     #expect(error.verbs == verbs)

@@ -72,7 +72,9 @@ public func expectNoLeaks(
   let before = ResourceSnapshot.take()
   try body()
   let after = ResourceSnapshot.take()
-  #expect(before == after, "\(what) leaked: before \(before), after \(after)", sourceLocation: sourceLocation)
+  #expect(
+    before == after, "\(what) leaked: before \(before), after \(after)",
+    sourceLocation: sourceLocation)
 }
 
 /// Expects `body` to throw a `VerbsError` with this code, operation and errno,
@@ -84,7 +86,8 @@ public func expectVerbsError(
 ) -> VerbsError? {
   do {
     try body()
-    Issue.record("expected \(code) from \(operation), but nothing was thrown", sourceLocation: sourceLocation)
+    Issue.record(
+      "expected \(code) from \(operation), but nothing was thrown", sourceLocation: sourceLocation)
     return nil
   } catch let error as VerbsError {
     #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)

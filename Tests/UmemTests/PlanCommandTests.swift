@@ -31,7 +31,9 @@ import Testing
       "--json",
     ])
     #expect(result.status == 0)
-    #expect(result.stdout.contains(#""pageSize":"0x0","blockCount":0,"firstBlock":null,"lastBlock":null"#))
+    #expect(
+      result.stdout.contains(#""pageSize":"0x0","blockCount":0,"firstBlock":null,"lastBlock":null"#)
+    )
   }
 
   @Test func autoIOVAFindsTheLargerPage() {
@@ -52,7 +54,10 @@ import Testing
   ])
   func malformedInputExitsTwo(extra: [String], argument: String) {
     let result = plan(
-      ["--address", "0x1000", "--length", "0x2000", "--iova", "0x1000", "--page-sizes", "0xfffff000"]
+      [
+        "--address", "0x1000", "--length", "0x2000", "--iova", "0x1000", "--page-sizes",
+        "0xfffff000",
+      ]
         + extra)
     #expect(result.status == 2, "\(result.stdout) \(result.stderr)")
     #expect(result.stderr.contains(argument), "\(result.stderr)")

@@ -63,7 +63,10 @@ enum TestPagemap {
       while left > 0 {
         let pageEnd = (va / 4096 + 1) * 4096
         let step = min(left, min(pageEnd, end) - va)
-        #expect(pa >> 12 == frames[page], "page \(page): run \(run) says frame \(pa >> 12), pagemap \(frames[page])", sourceLocation: sourceLocation)
+        #expect(
+          pa >> 12 == frames[page],
+          "page \(page): run \(run) says frame \(pa >> 12), pagemap \(frames[page])",
+          sourceLocation: sourceLocation)
         #expect(pa % 4096 == va % 4096, sourceLocation: sourceLocation)
         pa += step
         va += step

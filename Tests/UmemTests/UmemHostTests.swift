@@ -31,7 +31,8 @@ struct UmemHostTests {
     let umem = try Umem(pinning: buffer)
     let obtained = try buffer.obtained()
     try #require(
-      obtained.transparentHugeBytes == UInt64(size), "the kernel gave \(obtained); THP mode must be madvise or always")
+      obtained.transparentHugeBytes == UInt64(size),
+      "the kernel gave \(obtained); THP mode must be madvise or always")
     let layout = try umem.resolve()
     TestPagemap.check(layout)
     let phyrs = try #require(layout.phyrs)
@@ -43,7 +44,8 @@ struct UmemHostTests {
     #expect(backing.bytes(.transparentHuge) == UInt64(size), "\(backing)")
     let plan = try layout.plan(pageSizes: .mlx5, iova: .keep(umem.address))
     #expect((plan.pageSize ?? 0) >= 2 << 20, "\(plan)")
-    let exact = try layout.plan(pageSizes: PageSizes(rawValue: 0x20_1000), iova: .keep(umem.address))
+    let exact = try layout.plan(
+      pageSizes: PageSizes(rawValue: 0x20_1000), iova: .keep(umem.address))
     #expect(exact.pageSize == 2 << 20)
     #expect(exact.blockCount == 8)
     #expect(exact.tableBytes == 64)
@@ -60,7 +62,8 @@ struct UmemHostTests {
       for run in layout.phyrs! { #expect(run.length % (2 << 20) == 0, "\(run)") }
       let backing = try umem.backing()
       #expect(backing.ranges.allSatisfy { $0.kind == .hugetlb && $0.pageSize == 2 << 20 })
-      let plan = try layout.plan(pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
+      let plan = try layout.plan(
+        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
       #expect(plan.pageSize == 2 << 20)
       #expect(plan.blockCount == 4)
     }
@@ -75,7 +78,8 @@ struct UmemHostTests {
       let layout = try umem.resolve()
       #expect(layout.phyrs?.count == 1)
       #expect(layout.phyrs?.first?.address.isMultiple(of: 1 << 30) == true)
-      let plan = try layout.plan(pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
+      let plan = try layout.plan(
+        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
       #expect(plan.pageSize == 1 << 30)
       #expect(plan.blockCount == 1)
     }
@@ -174,8 +178,12 @@ struct UmemHostTests {
     var s: [PinLedger.Segment] = []
     s = PinLedger.adding(s, 0x1000, 0x5000, delta: 1)
     s = PinLedger.adding(s, 0x3000, 0x8000, delta: 1)
-    #expect(s.map { [$0.start, $0.end, UInt64($0.count)] } == [[0x1000, 0x3000, 1], [0x3000, 0x5000, 2], [0x5000, 0x8000, 1]])
-    #expect(PinLedger.gaps(in: s, 0x0, 0x9000).map { [$0.0, $0.1] } == [[0, 0x1000], [0x8000, 0x9000]])
+    #expect(
+      s.map { [$0.start, $0.end, UInt64($0.count)] } == [
+        [0x1000, 0x3000, 1], [0x3000, 0x5000, 2], [0x5000, 0x8000, 1],
+      ])
+    #expect(
+      PinLedger.gaps(in: s, 0x0, 0x9000).map { [$0.0, $0.1] } == [[0, 0x1000], [0x8000, 0x9000]])
     s = PinLedger.adding(s, 0x1000, 0x5000, delta: -1)
     #expect(s.map { [$0.start, $0.end, UInt64($0.count)] } == [[0x3000, 0x8000, 1]])
     s = PinLedger.adding(s, 0x3000, 0x8000, delta: -1)
@@ -208,7 +216,9 @@ struct UmemHostTests {
   @Test func decoderReportsNotPresentPagesAndZeroFrames() {
     let present: UInt64 = 1 << 63
     var decoder = PagemapDecoder(address: 0x7000_0000_0800, length: 3 * 4096)
-    [present | 0x100, 0, present | 0x102, present | 0x103].withUnsafeBufferPointer { decoder.feed($0) }
+    [present | 0x100, 0, present | 0x102, present | 0x103].withUnsafeBufferPointer {
+      decoder.feed($0)
+    }
     let layout = decoder.finish()
     #expect(layout.phyrs == nil)
     #expect(layout.physicalAddressesAvailable)
@@ -216,8 +226,13 @@ struct UmemHostTests {
     #expect(throws: UmemError.self) { _ = try layout.plan(pageSizes: .mlx5, iova: .any) }
 
     var full = PagemapDecoder(address: 0x7000_0000_0800, length: 3 * 4096)
-    [present | 0x100, present | 0x101, present | 0x200, present | 0x201].withUnsafeBufferPointer { full.feed($0) }
-    #expect(Array(full.finish().phyrs!) == [Phyr(address: 0x100800, length: 0x1800), Phyr(address: 0x200000, length: 0x1800)])
+    [present | 0x100, present | 0x101, present | 0x200, present | 0x201].withUnsafeBufferPointer {
+      full.feed($0)
+    }
+    #expect(
+      Array(full.finish().phyrs!) == [
+        Phyr(address: 0x100800, length: 0x1800), Phyr(address: 0x200000, length: 0x1800),
+      ])
 
     var hidden = PagemapDecoder(address: 0x7000_0000_0000, length: 2 * 4096)
     [present, present].withUnsafeBufferPointer { hidden.feed($0) }
@@ -252,7 +267,8 @@ struct UmemHostTests {
     #expect(status == 0, "\(output)")
     #expect(report["physicalAddressesAvailable"] as? Bool == false, "\(output)")
     #expect(report["phyrs"] is NSNull)
-    #expect((report["unavailableReason"] as? String)?.contains("CAP_SYS_ADMIN") == true, "\(output)")
+    #expect(
+      (report["unavailableReason"] as? String)?.contains("CAP_SYS_ADMIN") == true, "\(output)")
     #expect((report["backing"] as? [Any])?.isEmpty == false)
     #expect(report["pages"] as? Int == 1024)
     let obtained = report["obtained"] as? [String: Any]
@@ -271,11 +287,15 @@ struct UmemHostTests {
     let total = phyrs.reduce(UInt64(0)) { $0 + UInt64($1[1].dropFirst(2), radix: 16)! }
     #expect("0x" + String(total, radix: 16) == report["length"] as? String)
     let again = try #require(replan(report))
-    #expect(planFields(again) == planFields(report), "inspect \(planFields(report)), plan \(planFields(again))")
+    #expect(
+      planFields(again) == planFields(report),
+      "inspect \(planFields(report)), plan \(planFields(again))")
   }
 
   @Test func forkSharesLockedPagesCopyOnWrite() throws {
-    let (status, report, output) = inspectJSON(["inspect", "--size", "1M", "--fork-check", "--json"])
+    let (status, report, output) = inspectJSON([
+      "inspect", "--size", "1M", "--fork-check", "--json",
+    ])
     #expect(status == 0, "\(output)")
     let fork = try #require(report["fork"] as? [String: Any], "\(output)")
     // mlock is not a DMA pin: the child shares every page, is not locked

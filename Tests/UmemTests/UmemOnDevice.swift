@@ -19,7 +19,8 @@ struct UmemOnDevice {
       TestPagemap.check(layout)
       #expect(try umem.verify(layout).isEmpty)
       if backing == .transparentHuge, try buffer.obtained().transparentHugeBytes == 8 << 20 {
-        let plan = try layout.plan(pageSizes: PageSizes(rawValue: 0x20_1000), iova: .keep(umem.address))
+        let plan = try layout.plan(
+          pageSizes: PageSizes(rawValue: 0x20_1000), iova: .keep(umem.address))
         #expect(plan.pageSize == 2 << 20, "\(plan)")
       }
       try umem.unpin()
@@ -37,14 +38,17 @@ struct UmemOnDevice {
     }
   }
 
-  func registerAndCheck(pd: borrowing ProtectionDomain, buffer: borrowing UmemBuffer, pageSizes: PageSizes)
+  func registerAndCheck(
+    pd: borrowing ProtectionDomain, buffer: borrowing UmemBuffer, pageSizes: PageSizes
+  )
     throws
   {
     let umem = try Umem(pinning: buffer, access: [.localWrite, .remoteRead, .remoteWrite])
     let layout = try umem.resolve()
     let plan = try layout.plan(pageSizes: pageSizes, iova: .any)
     #expect(plan.pageSize != nil)
-    let planned = try pd.register(umem, plan: plan, access: [.localWrite, .remoteRead, .remoteWrite])
+    let planned = try pd.register(
+      umem, plan: plan, access: [.localWrite, .remoteRead, .remoteWrite])
     #expect(planned.region.iova == plan.iova)
     #expect(planned.region.length == 8 << 20)
     #expect(planned.region.address == umem.address)
@@ -85,13 +89,17 @@ struct UmemOnDevice {
     #expect(mrA.region.iova != umemA.address)
 
     let pattern = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
-    bufferA.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: 8192).copyMemory(from: pattern, byteCount: pattern.count) }
+    bufferA.withUnsafeMutableBytes {
+      $0.baseAddress!.advanced(by: 8192).copyMemory(from: pattern, byteCount: pattern.count)
+    }
     // RDMA WRITE A -> B, across B's page boundaries.
     try a.postSend(
       .write(to: mrB.region.remote.advanced(by: 1 << 20)),
       mrA.region.scatterGather(offset: 8192, count: pattern.count), id: 1)
     try cqA.wait(for: 1)[0].checkSuccess()
-    let landed = bufferB.withUnsafeMutableBytes { Array($0[(1 << 20)..<((1 << 20) + pattern.count)]) }
+    let landed = bufferB.withUnsafeMutableBytes {
+      Array($0[(1 << 20)..<((1 << 20) + pattern.count)])
+    }
     #expect(landed == pattern)
     // RDMA READ B -> A at another offset (A's IOVA is the planner's).
     try a.postSend(

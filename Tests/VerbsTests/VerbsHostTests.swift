@@ -119,7 +119,8 @@ import Testing
   }
 
   @Test func procStatusCountersParse() {
-    let text = "Name:\tswift\nVmLck:\t    1024 kB\nVmPin:\t      64 kB\nThreads:\t4\nVmRSS:\t  300 kB\n"
+    let text =
+      "Name:\tswift\nVmLck:\t    1024 kB\nVmPin:\t      64 kB\nThreads:\t4\nVmRSS:\t  300 kB\n"
     let counters = ProcStatus.parse(text)
     #expect(counters["VmLck"] == 1024 * 1024)
     #expect(counters["VmPin"] == 64 * 1024)
