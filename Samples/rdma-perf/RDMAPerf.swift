@@ -94,7 +94,7 @@ struct ClientCommand: ParsableCommand {
   var sizes = "64,4K,64K"
 
   @Option(
-    name: [.short, .customLong("iterations")],
+    name: [.customShort("n"), .long],
     help: "Iterations per run (default: perftest's, 5000 for write-bw, 1000 otherwise).")
   var iterations: Int?
 
