@@ -113,7 +113,8 @@ func measureBandwidth(
   while completed < iterations {
     while posted < iterations && posted - completed < depth {
       posted += 1
-      // The id says how many requests this completion accounts for.
+      // The id counts requests posted so far: a completion with id n means
+      // the first n are done (a send queue completes in order).
       let signaled = posted % moderation == 0 || posted == iterations
       try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
     }
