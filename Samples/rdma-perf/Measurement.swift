@@ -77,7 +77,12 @@ struct LivenessCheck {
 
 /// Takes the completions that are there; throws on a failed one. Returns
 /// the id of the last successful send-queue completion, if any.
-func reap(_ cq: borrowing CompletionQueue) throws -> UInt64? {
+///
+/// A failed completion is often the first sign of a peer that went away
+/// (on rxe a WRITE to a dead peer ends with "remote access error"), so the
+/// connection's events get up to a second to say so before the completion's
+/// own error is reported.
+func reap(_ cq: borrowing CompletionQueue, _ id: borrowing ConnectionID) throws -> UInt64? {
   var failure: WorkCompletion? = nil
   var last: UInt64? = nil
   try cq.poll(maximum: 16) { wc in
@@ -87,7 +92,15 @@ func reap(_ cq: borrowing CompletionQueue) throws -> UInt64? {
       last = wc.id
     }
   }
-  if let failure { try failure.checkSuccess() }
+  guard let failure else { return last }
+  if let event = try? id.waitForEvent(timeout: .seconds(1)),
+    event.kind == .disconnected || event.kind == .deviceRemoval
+  {
+    throw PerfError(
+      "the peer went away during the measurement (\(event.kind)); the request in flight "
+        + "ended with '\(failure.status)'")
+  }
+  try failure.checkSuccess()
   return last
 }
 
@@ -118,7 +131,7 @@ func measureBandwidth(
       let signaled = posted % moderation == 0 || posted == iterations
       try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
     }
-    if let done = try reap(cq) { completed = Int(done) } else { try liveness.tick(id) }
+    if let done = try reap(cq, id) { completed = Int(done) } else { try liveness.tick(id) }
   }
   return nanoseconds() - start
 }
@@ -142,7 +155,7 @@ func measureWriteLatency(
     if !isClient {
       // The server answers: wait for the client's round first.
       while areas.watchedIncoming.load(as: UInt8.self) != mark {
-        if try reap(cq) != nil { unreaped = 0 }
+        if try reap(cq, id) != nil { unreaped = 0 }
         try liveness.tick(id)
       }
     }
@@ -153,14 +166,14 @@ func measureWriteLatency(
     if isClient {
       // reap() calls into the provider, so the load below is re-read each time.
       while true {
-        if try reap(cq) != nil { unreaped = 0 }
+        if try reap(cq, id) != nil { unreaped = 0 }
         if areas.watchedIncoming.load(as: UInt8.self) == mark && unreaped == 0 { break }
         try liveness.tick(id)
       }
     }
   }
   while unreaped > 0 {
-    if try reap(cq) != nil { unreaped = 0 } else { try liveness.tick(id) }
+    if try reap(cq, id) != nil { unreaped = 0 } else { try liveness.tick(id) }
   }
   guard isClient else { return [] }
   stamps.append(nanoseconds())
@@ -181,7 +194,7 @@ func measureReadLatency(
   for round in 0..<iterations {
     let start = nanoseconds()
     try qp.postSend(.read(from: areas.peerOutgoing), local, id: UInt64(round), signaled: true)
-    while try reap(cq) == nil { try liveness.tick(id) }
+    while try reap(cq, id) == nil { try liveness.tick(id) }
     samples.append(nanoseconds() - start)
   }
   return samples
