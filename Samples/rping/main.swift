@@ -266,6 +266,12 @@ final class Handoff: @unchecked Sendable {
     self.id = consume id
     self.options = options
   }
+
+  /// Serves the id it holds (once) and reports a failure instead of exiting.
+  func run() {
+    guard let id = id.take() else { return }
+    do { try serve(id, options) } catch { report(error) }
+  }
 }
 
 func startThread(serving child: consuming ConnectionID, _ options: Options) {
@@ -274,20 +280,14 @@ func startThread(serving child: consuming ConnectionID, _ options: Options) {
   let started = pthread_create(
     &thread, nil,
     { argument in
-      let handoff = Unmanaged<Handoff>.fromOpaque(argument!).takeRetainedValue()
-      if let id = handoff.id.take() {
-        do { try serve(id, handoff.options) } catch { report(error) }
-      }
+      Unmanaged<Handoff>.fromOpaque(argument!).takeRetainedValue().run()
       return nil
     }, handoff)
   if started == 0 {
     pthread_detach(thread)
   } else {
     // No thread: serve this client here rather than drop it.
-    let handoff = Unmanaged<Handoff>.fromOpaque(handoff).takeRetainedValue()
-    if let id = handoff.id.take() {
-      do { try serve(id, options) } catch { report(error) }
-    }
+    Unmanaged<Handoff>.fromOpaque(handoff).takeRetainedValue().run()
   }
 }
 
