@@ -51,7 +51,9 @@ struct Areas {
   /// Our buffer's first byte.
   var base: UnsafeMutableRawPointer
 
-  var peerIncoming: RemoteBuffer { peer.advanced(by: UInt64(incomingOffset)) }
+  var peerIncoming: RemoteBuffer {
+    get throws(VerbsError) { try peer.advanced(by: UInt64(incomingOffset)) }
+  }
   var peerOutgoing: RemoteBuffer { peer }
   /// The byte latency runs watch: the last one of a message.
   var watchedIncoming: UnsafeMutableRawPointer { base + incomingOffset + size - 1 }
@@ -115,10 +117,10 @@ func measureBandwidth(
   let moderation = max(1, min(moderation, depth))
   let local =
     test == .writeBandwidth
-    ? data.scatterGather(offset: 0, count: areas.size)
-    : data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+    ? try data.scatterGather(offset: 0, count: areas.size)
+    : try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   let operation: SendOperation =
-    test == .writeBandwidth ? .write(to: areas.peerIncoming) : .read(from: areas.peerOutgoing)
+    test == .writeBandwidth ? .write(to: try areas.peerIncoming) : .read(from: areas.peerOutgoing)
   var posted = 0
   var completed = 0
   var liveness = LivenessCheck()
@@ -145,7 +147,7 @@ func measureWriteLatency(
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
   _ data: borrowing MemoryRegion
 ) throws -> [UInt64] {
-  let local = data.scatterGather(offset: 0, count: areas.size)
+  let local = try data.scatterGather(offset: 0, count: areas.size)
   var stamps: [UInt64] = []
   stamps.reserveCapacity(iterations + 1)
   var liveness = LivenessCheck()
@@ -187,7 +189,7 @@ func measureReadLatency(
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
   _ data: borrowing MemoryRegion
 ) throws -> [UInt64] {
-  let local = data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+  let local = try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   var samples: [UInt64] = []
   samples.reserveCapacity(iterations)
   var liveness = LivenessCheck()

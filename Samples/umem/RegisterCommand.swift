@@ -136,13 +136,13 @@ struct Register: ParsableCommand {
     let local = try pd.register(source, access: all)
     let remote = try pd.register(target, access: all)
     let pattern = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-    source.copy(from: pattern)
+    try source.copy(from: pattern)
     try a.postSend(.write(to: remote.remote), local.scatterGather(offset: 0, count: 4096), id: 1)
     try cq.wait(for: 1)[0].checkSuccess()
     try a.postSend(
       .read(from: remote.remote), local.scatterGather(offset: 4096, count: 4096), id: 2)
     try cq.wait(for: 1)[0].checkSuccess()
-    guard target.load(0..<4096) == pattern, source.load(4096..<8192) == pattern else {
+    guard try target.load(0..<4096) == pattern, try source.load(4096..<8192) == pattern else {
       throw VerbsError(
         .other, operation: "ibv_post_send", errno: 5,
         message: "RDMA WRITE/READ completed but the data differs")

@@ -81,7 +81,7 @@ struct VerbsOnDevice {
         #expect(mr.iova == buffer.address)
         #expect(mr.access == access)
         #expect(mr.remote.rkey == mr.rkey)
-        #expect(mr.scatterGather(offset: 4096, count: 100).address == buffer.address + 4096)
+        #expect(try mr.scatterGather(offset: 4096, count: 100).address == buffer.address + 4096)
         try mr.deregister()
       }
     }
@@ -96,11 +96,12 @@ struct VerbsOnDevice {
     #expect(mr.remote.address == 0x10_0000_0000)
     #expect(mr.address == buffer.address)
     // An unaligned interior registration keeps its page offset in the IOVA.
-    let inner = try pd.register(
-      unsafeAddress: buffer.baseAddress + 0x123, length: 5000, access: .localWrite, iova: 0x5123)
+    let inner = try pd.unsafeRegister(
+      UnsafeMutableRawBufferPointer(start: buffer.baseAddress + 0x123, count: 5000),
+      access: .localWrite, iova: 0x5123)
     #expect(inner.iova == 0x5123)
     #expect(inner.length == 5000)
-    #expect(inner.scatterGather(offset: 0x10, count: 1).address == 0x5133)
+    #expect(try inner.scatterGather(offset: 0x10, count: 1).address == 0x5133)
   }
 
   @Test func dropReleasesEverything() throws {
@@ -136,11 +137,12 @@ struct VerbsOnDevice {
       let buffer = try PageAlignedBuffer(byteCount: 8192)
       expectNoLeaks("rejected ranges") {
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(unsafeAddress: buffer.baseAddress, length: 0)
+          _ = try pd.unsafeRegister(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: 0))
         }
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(
-            unsafeAddress: UnsafeMutableRawPointer(bitPattern: UInt.max - 4095)!, length: 8192)
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(
+              start: UnsafeMutableRawPointer(bitPattern: UInt.max - 4095)!, count: 8192))
         }
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
           _ = try pd.register(buffer, iova: buffer.address + 0x800)
@@ -171,7 +173,8 @@ struct VerbsOnDevice {
       munmap(hole, length)
       expectNoLeaks("EFAULT") {
         let error = expectVerbsError(.notMapped, operation: "ibv_reg_mr", errno: EFAULT) {
-          _ = try pd.register(unsafeAddress: hole, length: length, access: .localWrite)
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(start: hole, count: length), access: .localWrite)
         }
         #expect(error?.message.contains("not mapped") == true)
         #expect(error?.message.contains("dma-buf") == true)
@@ -234,7 +237,7 @@ struct VerbsOnDevice {
 
     // SEND/RECV.
     let message = Array("hello from A through a registered buffer".utf8)
-    bufferA.copy(from: message)
+    try bufferA.copy(from: message)
     try b.postReceive(mrB.scatterGather(offset: 0, count: 4096), id: 1)
     try a.postSend(.send, mrA.scatterGather(offset: 0, count: message.count), id: 2)
     let sent = try cqA.wait(for: 1)
@@ -243,17 +246,17 @@ struct VerbsOnDevice {
     try received[0].checkSuccess()
     #expect(received[0].opcode == .receive)
     #expect(received[0].byteLength == UInt32(message.count))
-    #expect(bufferB.load(0..<message.count) == message)
+    #expect(try bufferB.load(0..<message.count) == message)
 
     // RDMA WRITE of a 32 KiB pattern into B at its custom IOVA.
     let pattern = (0..<(32 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
-    bufferA.copy(from: pattern, at: 4096)
+    try bufferA.copy(from: pattern, at: 4096)
     try a.postSend(
       .write(to: mrB.remote.advanced(by: 8192)),
       mrA.scatterGather(offset: 4096, count: pattern.count),
       id: 3)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferB.load(8192..<(8192 + pattern.count)) == pattern)
+    #expect(try bufferB.load(8192..<(8192 + pattern.count)) == pattern)
 
     // RDMA READ it back into A elsewhere.
     try a.postSend(
@@ -261,7 +264,7 @@ struct VerbsOnDevice {
       mrA.scatterGather(offset: 40960, count: pattern.count),
       id: 4)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(40960..<(40960 + pattern.count)) == pattern)
+    #expect(try bufferA.load(40960..<(40960 + pattern.count)) == pattern)
 
     // WRITE with immediate consumes a receive and carries the value.
     try b.postReceive(mrB.scatterGather(offset: 0, count: 0), id: 5)
@@ -274,18 +277,18 @@ struct VerbsOnDevice {
 
     // Atomics on an 8-byte word of B.
     let wordOffset = 60000  // 8-byte aligned, as atomics require
-    bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
-    let word = mrB.remote.advanced(by: UInt64(wordOffset))
+    try bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
+    let word = try mrB.remote.advanced(by: UInt64(wordOffset))
     try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
+    #expect(try bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
     try a.postSend(
       .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8),
       id: 8)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
+    #expect(try bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
     #expect(
-      bufferB.load(wordOffset..<(wordOffset + 8))
+      try bufferB.load(wordOffset..<(wordOffset + 8))
         == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
 
     // A bad rkey is a completion error, not a crash.
