@@ -70,6 +70,10 @@ let package = Package(
     .testTarget(
       name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport"],
       swiftSettings: lifetimes),
+    // Built without the Lifetimes feature on purpose: applications that use
+    // only the owned tier need no experimental features.
+    .testTarget(
+      name: "OwnedTierTests", dependencies: ["Verbs", "UmemSystem", "TestSupport"]),
     .testTarget(
       name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],
       swiftSettings: lifetimes),

@@ -118,6 +118,10 @@ public struct WorkCompletion: Sendable, Hashable, CustomStringConvertible {
       case IBV_WC_REM_ACCESS_ERR:
         "the peer refused the remote key: its region was deregistered or is unknown there, the "
           + "address range runs outside it, or it lacks the remote access this operation needs"
+      case IBV_WC_LOC_QP_OP_ERR:
+        "the request could not be carried out locally; most often a local key (lkey) that is "
+          + "not, or no longer, registered (soft-RoCE reports a deregistered lkey this way), "
+          + "or an entry that runs past its region"
       case IBV_WC_LOC_ACCESS_ERR:
         "the local region lacks local-write, which receives and READ responses need"
       case IBV_WC_WR_FLUSH_ERR:
