@@ -115,7 +115,8 @@ struct Register: ParsableCommand {
           ]).text)
       } else {
         print("device      \(deviceName)")
-        print("tier        \(owned ? "owned (SharedProtectionDomain)" : "scoped (ProtectionDomain)")")
+        print(
+          "tier        \(owned ? "owned (SharedProtectionDomain)" : "scoped (ProtectionDomain)")")
         print("address     \(hex(report.address))")
         print("length      \(bytes) (\(humanBytes(UInt64(bytes))))")
         print("iova        \(hex(report.iova))")

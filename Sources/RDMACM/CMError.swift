@@ -1,5 +1,5 @@
-import Verbs
 internal import UmemSystem
+import Verbs
 
 /// An error from connection management: the librdmacm call or event that
 /// failed, its errno or event status, and a sentence that says what to do.

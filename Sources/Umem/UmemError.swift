@@ -1,5 +1,5 @@
-import Verbs
 internal import UmemSystem
+import Verbs
 
 /// An error from pinning, inspecting or allocating user memory: which call
 /// failed, the errno it gave, and a sentence that says what to do.

@@ -45,7 +45,11 @@ package struct ProcessStatus: Sendable, Hashable {
         guard fields.count == 2, fields[1] == "kB", let kib = UInt64(fields[0]),
           kib <= UInt64.max / 1024
         else { continue }
-        if key == "VmPin" { status.pinnedBytes = kib * 1024 } else { status.lockedBytes = kib * 1024 }
+        if key == "VmPin" {
+          status.pinnedBytes = kib * 1024
+        } else {
+          status.lockedBytes = kib * 1024
+        }
       case "CapEff":
         guard fields.count == 1, let mask = UInt64(fields[0], radix: 16) else { continue }
         status.effectiveCapabilities = mask

@@ -54,8 +54,7 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
   /// Takes up to `maximum` completions without waiting and hands each to
   /// `body`; returns how many there were. No allocation.
   @discardableResult
-  public func poll(maximum: Int = 16, _ body: (WorkCompletion) -> Void) throws(VerbsError) -> Int
-  {
+  public func poll(maximum: Int = 16, _ body: (WorkCompletion) -> Void) throws(VerbsError) -> Int {
     try core.poll(maximum: maximum, body)
   }
 

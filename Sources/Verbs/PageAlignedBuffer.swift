@@ -23,18 +23,6 @@ public struct PageAlignedBuffer: ~Copyable {
   /// Allocates `byteCount` zeroed bytes at an address aligned to `alignment`
   /// (a power of two, at least the page size). The C function is `mmap`.
   public init(byteCount: Int, alignment: Int = PageAlignedBuffer.pageSize) throws(VerbsError) {
-    let page = PageAlignedBuffer.pageSize
-    guard byteCount > 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "a buffer needs at least one byte", checkedBeforeCall: true)
-    }
-    guard alignment >= page, alignment & (alignment - 1) == 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
-        checkedBeforeCall: true)
-    }
     let mapping = try AnonymousMemory.checkedMap(byteCount: byteCount, alignment: alignment)
     baseAddress = mapping.base
     count = byteCount
@@ -75,12 +63,25 @@ public struct PageAlignedBuffer: ~Copyable {
 
 extension AnonymousMemory {
   /// Maps `byteCount` bytes rounded up to whole pages at `alignment`, or
-  /// throws the typed error for `mmap`: `EOVERFLOW` when the rounded size
-  /// does not fit in `Int`, the kernel's errno when it refuses.
+  /// throws the typed error for `mmap`: `EINVAL` for an empty buffer or an
+  /// alignment that is not a power of two of at least a page, `EOVERFLOW`
+  /// when the rounded size does not fit in `Int`, the kernel's errno when
+  /// it refuses.
   static func checkedMap(byteCount: Int, alignment: Int) throws(VerbsError) -> (
     base: UnsafeMutableRawPointer, length: Int
   ) {
     let page = PageAlignedBuffer.pageSize
+    guard byteCount > 0 else {
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "a buffer needs at least one byte", checkedBeforeCall: true)
+    }
+    guard alignment >= page, alignment & (alignment - 1) == 0 else {
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
+        checkedBeforeCall: true)
+    }
     guard let rounded = AnonymousMemory.roundUp(byteCount, to: page) else {
       throw VerbsError(
         .invalidArgument, operation: "mmap", errno: EOVERFLOW,

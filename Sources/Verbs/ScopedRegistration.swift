@@ -96,7 +96,9 @@ extension SharedProtectionDomain {
     ofReadOnly bytes: some Sequence<UInt8>, access: MemoryAccess = [.remoteRead],
     _ body: (borrowing MemoryRegion) throws -> R
   ) throws -> R {
-    try scoped { () throws -> R in try ScopedRegistration.runReadOnly(core, bytes, access: access, body) }
+    try scoped { () throws -> R in
+      try ScopedRegistration.runReadOnly(core, bytes, access: access, body)
+    }
   }
 
   /// Counts a scoped region as a child for its lifetime, so the domain

@@ -50,7 +50,9 @@ struct OwnedTierOnDevice {
       }
       #expect(await communicator.pool.count == 8)
       var regions: [SharedMemoryRegion] = []
-      for i in 0..<8 { regions.append(try await communicator.pool.region("r\(i)", bytes: 0, access: [])) }
+      for i in 0..<8 {
+        regions.append(try await communicator.pool.region("r\(i)", bytes: 0, access: []))
+      }
       #expect(await keysFromTasks(regions).count == 8)
       let during = ResourceSnapshot.take()
       #expect(during.memoryRegions == before.memoryRegions + 8, "\(during)")
@@ -109,9 +111,11 @@ struct OwnedTierOnDevice {
       let elapsed = ContinuousClock.now - start
       #expect(failures.withLock { $0 } == [])
       #expect(done.load(ordering: .relaxed) == threads * cycles)
-      let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-      print("owned tier: \(threads) threads x \(cycles) register+close: \(elapsed), "
-        + "\(Int(Double(threads * cycles) / seconds)) per second")
+      let seconds =
+        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+      print(
+        "owned tier: \(threads) threads x \(cycles) register+close: \(elapsed), "
+          + "\(Int(Double(threads * cycles) / seconds)) per second")
       let during = ResourceSnapshot.take()
       #expect(during.memoryRegions == before.memoryRegions, "\(during)")
       #expect(during.pinnedBytes == before.pinnedBytes, "\(during)")
@@ -272,7 +276,8 @@ struct OwnedTierOnDevice {
       let allocated = UnsafeMutableRawBufferPointer.allocate(byteCount: 20_000, alignment: 64)
       allocated.initializeMemory(as: UInt8.self, repeating: 0)
       let adopted = try pd.register(SharedBuffer(adopting: allocated), access: Self.all)
-      try link.a.postSend(.write(to: adopted.remote), try source.scatterGather(count: data.count), id: 1)
+      try link.a.postSend(
+        .write(to: adopted.remote), try source.scatterGather(count: data.count), id: 1)
       try link.cq.wait(for: 1)[0].checkSuccess()
       #expect(try adopted.memory!.load(0..<data.count) == data)
 
@@ -292,7 +297,8 @@ struct OwnedTierOnDevice {
       let readOnly = try SharedBuffer(mappingFileAt: path, writable: false)
       if KernelVersion.atLeast(6, 2) {
         let region = try pd.register(readOnly, access: [.remoteRead])
-        try link.a.postSend(.read(from: region.remote), try source.scatterGather(count: 4096), id: 3)
+        try link.a.postSend(
+          .read(from: region.remote), try source.scatterGather(count: 4096), id: 3)
         try link.cq.wait(for: 1)[0].checkSuccess()
       } else {
         let error = expectVerbsError(.permissionDenied, operation: "ibv_reg_mr", errno: EFAULT) {
@@ -321,7 +327,8 @@ struct OwnedTierOnDevice {
       let mrsBefore = ResourceSnapshot.countOwn("mr")
       try pd.withRegistration(of: &array, access: Self.all) { region in
         #expect(ResourceSnapshot.countOwn("mr") == mrsBefore + 1)
-        try link.a.postSend(.write(to: region.remote), try source.scatterGather(count: data.count), id: 1)
+        try link.a.postSend(
+          .write(to: region.remote), try source.scatterGather(count: data.count), id: 1)
         try link.cq.wait(for: 1)[0].checkSuccess()
       }
       #expect(ResourceSnapshot.countOwn("mr") == mrsBefore)
@@ -341,6 +348,19 @@ struct OwnedTierOnDevice {
       expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
         try pd.withRegistration(of: &empty) { _ in }
       }
+    }
+  }
+
+  @Test func readmeOwnedTourRuns() async throws {
+    try await expectNoLeaks("README owned tour") {
+      let mrsBefore = ResourceSnapshot.countOwn("mr")
+      let pool = try BufferPool(device: DeviceLab.deviceName, buffers: 4, bytes: 64 << 10)
+      #expect(ResourceSnapshot.countOwn("mr") == mrsBefore + 4)
+      let remotes = try await fillFromTasks(pool, tasks: 8)
+      #expect((4...8).contains(remotes.count), "\(remotes)")
+      #expect(Set(remotes.map(\.rkey)).isSubset(of: Set(pool.regions.map(\.rkey))))
+      // Every buffer went back, and one of the Tasks' fills is in each used one.
+      #expect((0..<4).compactMap { _ in pool.take() }.count == 4)
     }
   }
 

@@ -1,9 +1,9 @@
 import Glibc
 import TestSupport
 import Testing
+import UmemSystem
 
 @testable import Verbs
-import UmemSystem
 
 /// Tests that need no RDMA device.
 @Suite struct MemoryAccessTests {

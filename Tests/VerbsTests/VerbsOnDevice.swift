@@ -137,7 +137,8 @@ struct VerbsOnDevice {
       let buffer = try PageAlignedBuffer(byteCount: 8192)
       expectNoLeaks("rejected ranges") {
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.unsafeRegister(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: 0))
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: 0))
         }
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
           _ = try pd.unsafeRegister(

@@ -13,3 +13,27 @@ echo "+ umem devices"
 "$bin/umem" devices
 echo "+ umem register --size 64K --access local-write,remote-read"
 "$bin/umem" register --size 64K --access local-write,remote-read
+
+# The owned tier from the command line: 4 threads on one shared domain, and
+# the pinned bytes and open regions back where they started.
+echo "+ umem register --size 4K --threads 4 --cycles 200 --json"
+out=$("$bin/umem" register --size 4K --threads 4 --cycles 200 --json)
+echo "$out"
+python3 - "$out" <<'PY'
+import json, sys
+report = json.loads(sys.argv[1])
+assert report["tier"] == "owned", report
+assert report["threads"] == 4 and report["cycles"] == 200, report
+assert report["registrationsPerSecond"] > 0, report
+assert report["pinnedBytesBefore"] == report["pinnedBytesAfter"], report
+assert report["openRegionsBefore"] is not None, "rdma resource show mr did not answer"
+assert report["openRegionsBefore"] == report["openRegionsAfter"], report
+print("owned tier: %d registrations/s on 4 threads, nothing left pinned or registered"
+      % report["registrationsPerSecond"])
+PY
+echo "+ umem register --threads 2 --tier scoped (must be a usage error, exit 64)"
+set +e
+"$bin/umem" register --size 4K --threads 2 --tier scoped 2>/dev/null
+status=$?
+set -e
+[ "$status" -eq 64 ] || { echo "expected exit 64, got $status" >&2; exit 1; }

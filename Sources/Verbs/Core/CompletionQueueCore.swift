@@ -11,8 +11,7 @@ package struct CompletionQueueCore {
   package let raw: UnsafeMutablePointer<ibv_cq>
   package let channel: UnsafeMutablePointer<ibv_comp_channel>
 
-  package init(raw: UnsafeMutablePointer<ibv_cq>, channel: UnsafeMutablePointer<ibv_comp_channel>)
-  {
+  package init(raw: UnsafeMutablePointer<ibv_cq>, channel: UnsafeMutablePointer<ibv_comp_channel>) {
     self.raw = raw
     self.channel = channel
   }

@@ -24,8 +24,7 @@ package struct QueuePairCore {
   /// Describes this side for the peer: its QP number, a random starting
   /// PSN, and the port's LID, GID (the first RoCE v2 IPv4-mapped GID on
   /// Ethernet, else index 0) and active MTU.
-  func endpoint(port: Int = 1, gidIndex: Int? = nil) throws(VerbsError) -> QueuePairEndpoint
-  {
+  func endpoint(port: Int = 1, gidIndex: Int? = nil) throws(VerbsError) -> QueuePairEndpoint {
     let context = DeviceContextCore(raw: raw.pointee.context)
     let attributes = try context.port(port)
     let gids = try context.gids(port: port)

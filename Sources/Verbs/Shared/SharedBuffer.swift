@@ -40,18 +40,6 @@ public final class SharedBuffer: @unchecked Sendable {
   public convenience init(byteCount: Int, alignment: Int = PageAlignedBuffer.pageSize)
     throws(VerbsError)
   {
-    let page = PageAlignedBuffer.pageSize
-    guard byteCount > 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "a buffer needs at least one byte", checkedBeforeCall: true)
-    }
-    guard alignment >= page, alignment & (alignment - 1) == 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
-        checkedBeforeCall: true)
-    }
     let mapping = try AnonymousMemory.checkedMap(byteCount: byteCount, alignment: alignment)
     let base = UInt(bitPattern: mapping.base)
     let length = mapping.length
@@ -85,7 +73,9 @@ public final class SharedBuffer: @unchecked Sendable {
     let start = UInt(bitPattern: base)
     let length = memory.count
     self.release = {
-      release(UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: start), count: length))
+      release(
+        UnsafeMutableRawBufferPointer(
+          start: UnsafeMutableRawPointer(bitPattern: start), count: length))
     }
   }
 

@@ -60,8 +60,7 @@ public final class SharedCompletionQueue: @unchecked Sendable {
   /// Takes up to `maximum` completions without waiting and hands each to
   /// `body`; returns how many there were. No allocation.
   @discardableResult
-  public func poll(maximum: Int = 16, _ body: (WorkCompletion) -> Void) throws(VerbsError) -> Int
-  {
+  public func poll(maximum: Int = 16, _ body: (WorkCompletion) -> Void) throws(VerbsError) -> Int {
     try gate.using("completion queue", "ibv_poll_cq") { () throws(VerbsError) in
       try core.poll(maximum: maximum, body)
     }

@@ -95,7 +95,8 @@ public final class SharedDeviceContext: @unchecked Sendable {
     -> SharedCompletionQueue
   {
     try gate.using("device context", "ibv_create_cq") { () throws(VerbsError) in
-      SharedCompletionQueue(core: try CompletionQueueCore.create(context: raw, entries: entries), context: self)
+      SharedCompletionQueue(
+        core: try CompletionQueueCore.create(context: raw, entries: entries), context: self)
     }
   }
 }
