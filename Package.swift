@@ -35,7 +35,11 @@ let package = Package(
       name: "UmemSystem",
       dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
     .target(name: "Verbs", dependencies: ["CRDMA", "UmemSystem"], swiftSettings: lifetimes),
-    .target(name: "Umem", dependencies: ["Phyr", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
+    .target(
+      name: "Umem",
+      dependencies: [
+        "Phyr", "Verbs", "UmemSystem", .product(name: "SystemPackage", package: "swift-system"),
+      ], swiftSettings: lifetimes),
     .target(
       name: "RDMACM", dependencies: ["CRDMA", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
     .executableTarget(
@@ -62,13 +66,16 @@ let package = Package(
       path: "Samples/rdma-perf",
       swiftSettings: lifetimes
     ),
+    // The kernel oracle's ioctl interface (the module itself is in ci/oracle).
+    .target(name: "COracle", path: "Tests/COracle"),
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
     .testTarget(
       name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"], swiftSettings: lifetimes),
     .testTarget(
-      name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport"],
+      name: "UmemTests",
+      dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem"],
       swiftSettings: lifetimes),
     // Built without the Lifetimes feature on purpose: applications that use
     // only the owned tier need no experimental features.

@@ -10,6 +10,7 @@
 //   UmemBuffer.swift        allocation helpers: pages, THP, hugetlbfs
 //   RegistrationPlan.swift  page size, blocks, IOVA and table cost
 //   Registration.swift      registering a umem through Verbs with its plan
+internal import UmemSystem
 import Verbs
 
 #if canImport(Glibc)
@@ -231,8 +232,8 @@ public struct Umem: ~Copyable, ~Escapable {
   static func checkLimit(adding bytes: UInt64) -> UmemError? {
     guard bytes > 0, let soft = memlockSoftLimit() else { return nil }
     // One read of /proc/self/status gives both the capability and VmLck.
-    let own = ProcessStatus.read()
-    guard own.capabilities & (1 << UInt64(Capability.ipcLock)) == 0 else { return nil }
+    let own = ProcessStatus.current()
+    guard !own.has(capability: ProcessStatus.ipcLock) else { return nil }
     let advice =
       "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
       + "give the process CAP_IPC_LOCK, or pin less"

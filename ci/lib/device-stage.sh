@@ -24,6 +24,19 @@ bundle=$(ls -d "$scratch"/debug/*PackageTests.xctest 2>/dev/null | head -n 1)
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+# The kernel oracle (ci/oracle, built on the host by ci/oracle/build for
+# this kernel): KernelOracleOnDevice asks it through /dev/umem_oracle.
+oracle=${UMEM_OUT:-ci/out}/oracle/$(uname -r)/umem_oracle.ko
+if [ -f "$oracle" ]; then
+  if insmod "$oracle" 2>"$res/oracle-insmod.log" || grep -q "File exists" "$res/oracle-insmod.log"; then
+    echo "==> kernel oracle: loaded $oracle"
+  else
+    echo "==> kernel oracle: insmod $oracle failed: $(cat "$res/oracle-insmod.log")"
+  fi
+else
+  echo "==> kernel oracle: $oracle not built (run ci/oracle/build on the host)"
+fi
+
 # One test at a time: device suites in different modules would otherwise run
 # side by side, and their leak checks count process-wide pins, MRs and PDs.
 echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice --no-parallel (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
