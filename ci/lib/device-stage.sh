@@ -57,8 +57,14 @@ echo "==> smoke tests: ci/smoke/*"
 : >"$res/smoke.log"
 export UMEM_SCRATCH=$scratch UMEM_BIN=$scratch/debug
 for script in ci/smoke/*; do
-  [ -f "$script" ] && [ -x "$script" ] || continue
+  [ -f "$script" ] || continue
   name=$(basename "$script")
+  if [ ! -x "$script" ]; then
+    # A smoke test that cannot run is a failure, not a silent skip.
+    echo "<-- smoke $name FAILED: not executable (chmod +x $script)" | tee -a "$res/smoke.log"
+    echo "$name 126 0" >>"$res/smoke.results"
+    continue
+  fi
   echo "--> smoke $name" | tee -a "$res/smoke.log"
   t=$(now)
   timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-300}" "$script" 2>&1 | tee -a "$res/smoke.log"

@@ -13,6 +13,14 @@ echo "+ umem devices"
 "$bin/umem" devices
 echo "+ umem register --size 64K --access local-write,remote-read"
 "$bin/umem" register --size 64K --access local-write,remote-read
+echo "+ umem register --size 64K --check-rdma --cycles 20 --iova 0x7f0000000000 --device rxe0"
+out=$("$bin/umem" register --size 64K --check-rdma --cycles 20 --iova 0x7f0000000000 --device rxe0)
+echo "$out"
+echo "$out" | grep -q "^iova        0x7f0000000000$" || { echo "--iova not applied" >&2; exit 1; }
+echo "$out" | grep -q "RDMA WRITE+READ of 4 KiB through rkey 0x[0-9a-f]* verified" \
+  || { echo "--check-rdma did not verify" >&2; exit 1; }
+echo "+ umem devices --json"
+"$bin/umem" devices --json | python3 -c 'import json, sys; d = json.load(sys.stdin); print("devices --json:", [x.get("name") for x in (d if isinstance(d, list) else d.get("devices", []))])'
 
 # The owned tier from the command line: 4 threads on one shared domain, and
 # the pinned bytes and open regions back where they started.
