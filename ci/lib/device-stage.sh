@@ -10,7 +10,7 @@
 #   device.status     the bundle's exit status;  device.seconds
 #   smoke.log         all smoke output;  smoke.results  "NAME STATUS SECONDS" lines
 # Environment: UMEM_SCRATCH (build folder, default .build),
-# UMEM_DEVICE_TEST_TIMEOUT (default 540 s), UMEM_SMOKE_TIMEOUT (default 300 s
+# UMEM_DEVICE_TEST_TIMEOUT (default 900 s), UMEM_SMOKE_TIMEOUT (default 600 s
 # per script).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 125
@@ -42,7 +42,7 @@ fi
 echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice --no-parallel (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
 t=$(now)
 if [ -n "$bundle" ] && [ -x "$bundle" ]; then
-  timeout -k 20 "${UMEM_DEVICE_TEST_TIMEOUT:-540}" \
+  timeout -k 20 "${UMEM_DEVICE_TEST_TIMEOUT:-900}" \
     "$bundle" --testing-library swift-testing --filter OnDevice --no-parallel \
     --xunit-output "$res/device.xml" 2>&1 | tee "$res/device.log"
   echo "${PIPESTATUS[0]}" >"$res/device.status"
@@ -67,7 +67,7 @@ for script in ci/smoke/*; do
   fi
   echo "--> smoke $name" | tee -a "$res/smoke.log"
   t=$(now)
-  timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-300}" "$script" 2>&1 | tee -a "$res/smoke.log"
+  timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-600}" "$script" 2>&1 | tee -a "$res/smoke.log"
   status=${PIPESTATUS[0]}
   secs=$(elapsed "$t")
   if [ "$status" -eq 0 ]; then word=passed; else word="FAILED (exit $status)"; fi
