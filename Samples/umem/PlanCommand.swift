@@ -231,6 +231,7 @@ struct Plan: ParsableCommand {
     case .runBoundary(let run, let alignment):
       return "run \(run) starts on a boundary aligned only to \(PageSizes.describe(alignment))"
     case .iovaOverflow: return "iova + length overflows 64 bits"
+    case .noPageSizes: return "the page-size bitmap is empty: the device offers no page size"
     case .empty: return "empty list"
     }
   }
