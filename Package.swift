@@ -31,10 +31,12 @@ let package = Package(
     .target(name: "Verbs", dependencies: ["CRDMA"], swiftSettings: lifetimes),
     .target(name: "Umem", dependencies: ["Phyr", "Verbs"], swiftSettings: lifetimes),
     .target(name: "RDMACM", dependencies: ["CRDMA", "Verbs"], swiftSettings: lifetimes),
+    // Number and size syntax shared by the samples (one parser for every tool).
+    .target(name: "ToolSupport", path: "Samples/ToolSupport"),
     .executableTarget(
       name: "umem",
       dependencies: [
-        "Phyr", "Verbs", "Umem",
+        "Phyr", "Verbs", "Umem", "ToolSupport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/umem",
@@ -42,14 +44,14 @@ let package = Package(
     ),
     .executableTarget(
       name: "rping",
-      dependencies: ["RDMACM", "Verbs"],
+      dependencies: ["RDMACM", "Verbs", "ToolSupport"],
       path: "Samples/rping",
       swiftSettings: lifetimes
     ),
     .executableTarget(
       name: "rdma-perf",
       dependencies: [
-        "RDMACM", "Verbs", "Umem", "Phyr",
+        "RDMACM", "Verbs", "Umem", "Phyr", "ToolSupport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/rdma-perf",
@@ -61,7 +63,7 @@ let package = Package(
     .testTarget(
       name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport"], swiftSettings: lifetimes),
     .testTarget(
-      name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport"],
+      name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "ToolSupport"],
       swiftSettings: lifetimes),
     .testTarget(
       name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],

@@ -17,6 +17,7 @@
 // always fails the server.
 
 import RDMACM
+import ToolSupport
 import Verbs
 
 #if canImport(Glibc)
@@ -91,11 +92,12 @@ func parse(_ arguments: [String]) -> Options {
         options.count = c
       case "S":
         let text = value()
-        guard let s = Int(text), (23...65535).contains(s) else {
+        // The project's size syntax (4096, 0x1000, 4K), a superset of rping.c's decimal.
+        guard let s = parseSize(text), (23...65535).contains(s) else {
           printError("Invalid size \(text) (valid range is 23 to 65536)\n")
           exit(Exit.usage)
         }
-        options.size = s
+        options.size = Int(s)
       case "v": options.verbose = true
       case "V": options.validate = true
       case "d": options.debug = true

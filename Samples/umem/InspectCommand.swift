@@ -1,5 +1,6 @@
 import ArgumentParser
 import Phyr
+import ToolSupport
 import Umem
 import Verbs
 

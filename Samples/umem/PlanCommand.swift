@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Phyr
+import ToolSupport
 
 /// `umem plan`: the HCA page size, DMA blocks and IOVA the kernel would use
 /// for a phyr list (issue 3). Pure arithmetic: no device needed.
