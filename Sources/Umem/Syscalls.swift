@@ -181,7 +181,11 @@ struct ProcessStatus {
       let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
       guard fields.count >= 2 else { continue }
       if fields[0] == "CapEff:" { out.capabilities = UInt64(fields[1], radix: 16) ?? 0 }
-      if fields[0] == "VmLck:" { out.lockedBytes = (UInt64(fields[1]) ?? 0) * 1024 }
+      if fields[0] == "VmLck:" {
+        // KiB; clamped rather than trapped on if ever too large for bytes.
+        let kib = UInt64(fields[1]) ?? 0
+        out.lockedBytes = kib.multipliedReportingOverflow(by: 1024).overflow ? .max : kib * 1024
+      }
     }
     return out
   }

@@ -58,15 +58,17 @@ public struct Umem: ~Copyable, ~Escapable {
     pinning buffer: borrowing UmemBuffer, offset: Int = 0, length: Int? = nil,
     access: MemoryAccess = .localWrite
   ) throws(UmemError) {
-    let count = length ?? (buffer.byteCount - offset)
-    guard offset >= 0, count >= 0, offset <= buffer.byteCount, count <= buffer.byteCount - offset
-    else {
+    // Offset first: with 0 <= offset <= byteCount, byteCount - offset cannot overflow.
+    let inside = offset >= 0 && offset <= buffer.byteCount
+    let count = length ?? (inside ? buffer.byteCount - offset : 0)
+    guard inside, count >= 0, count <= buffer.byteCount - offset else {
       throw UmemError(
         .invalidArgument, operation: "mlock", errno: EINVAL,
         message:
           "offset \(offset) and length \(count) fall outside the \(buffer.byteCount)-byte buffer",
         checkedBeforeCall: true)
     }
+    // Inside the mapped buffer, so this is a valid address.
     let start = buffer.address + UInt64(offset)
     let range = try Self.pin(address: start, length: UInt64(count), access: access)
     self.address = start
@@ -214,6 +216,7 @@ public struct Umem: ~Copyable, ~Escapable {
         message: "address 0x\(String(address, radix: 16)) plus length \(length) overflows "
           + "the 64-bit address space", checkedBeforeCall: true)
     }
+    // Both checked just above.
     let start = address & ~(cpuPageSize - 1)
     let alignedEnd = (end + cpuPageSize - 1) & ~(cpuPageSize - 1)
     let pages = (alignedEnd - start) >> cpuPageShift
@@ -242,7 +245,8 @@ public struct Umem: ~Copyable, ~Escapable {
         message: "the process may not lock memory: \(MemoryLockStatus.current()). \(advice)",
         checkedBeforeCall: true)
     }
-    if own.lockedBytes + bytes > soft {
+    // Compared as a difference: VmLck is clamped to UInt64.max if ever unreadable as bytes.
+    if bytes > soft || own.lockedBytes > soft - bytes {
       return UmemError(
         .memoryLockLimit, operation: "mlock", errno: ENOMEM,
         message: "locking \(bytes / 1024) KiB more would exceed the locked-memory limit "
