@@ -93,7 +93,7 @@ struct PagemapDecoder {
     self.address = address
     self.end = address + length
     self.lockStart = address & ~(cpuPageSize - 1)
-    let alignedEnd = (end + cpuPageSize - 1) & ~(cpuPageSize - 1)
+    let alignedEnd = (end + (cpuPageSize - 1)) & ~(cpuPageSize - 1)
     self.lastPage = Int((alignedEnd - lockStart) >> cpuPageShift) - 1
   }
 

@@ -218,7 +218,7 @@ public struct Umem: ~Copyable, ~Escapable {
     }
     // Both checked just above.
     let start = address & ~(cpuPageSize - 1)
-    let alignedEnd = (end + cpuPageSize - 1) & ~(cpuPageSize - 1)
+    let alignedEnd = (end + (cpuPageSize - 1)) & ~(cpuPageSize - 1)
     let pages = (alignedEnd - start) >> cpuPageShift
     if pages > UInt64(UInt32.max) {
       throw UmemError(

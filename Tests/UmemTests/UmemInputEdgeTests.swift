@@ -64,6 +64,18 @@ import Verbs
     #expect(plan.tableBytesAt4K == ((1 << 50) + 1) * 8)
   }
 
+  /// Found by the pagemap fuzz target: rounding the end up added the page
+  /// size before subtracting one, so a range in the last page but one trapped.
+  @Test func checkRoundsUpTheLastPagesWithoutTrapping() throws {
+    let range = try Umem.check(address: 0xffff_ffff_ffff_e000, length: 0x1000, access: .localWrite)
+    #expect(range.start == 0xffff_ffff_ffff_e000 && range.end == 0xffff_ffff_ffff_f000)
+    let decoder = PagemapDecoder(address: 0xffff_ffff_ffff_e800, length: 0x800)
+    #expect(decoder.lastPage == 0)
+    expectUmemError(.invalidArgument, errno: EINVAL) {
+      _ = try Umem.check(address: 0xffff_ffff_ffff_f000, length: 1, access: .localWrite)
+    }
+  }
+
   @Test func decoderRefusesFramesNoPhysicalAddressHas() {
     let present: UInt64 = 1 << 63
     var decoder = PagemapDecoder(address: 0x7000_0000_0000, length: 2 * 4096)
