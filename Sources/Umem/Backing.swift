@@ -54,6 +54,8 @@ struct SmapsMapping {
   var kernelPageSize: UInt64 = 4096
   var anonHugeBytes: UInt64 = 0
   var thpEligible: Bool = false
+  /// `lo` in `VmFlags`: the mapping is locked (`mlock`, `mlockall`).
+  var locked: Bool = false
 
   /// The mappings that overlap `[start, end)`.
   static func read(overlapping start: UInt64, _ end: UInt64) throws(UmemError) -> [SmapsMapping] {
@@ -79,6 +81,10 @@ struct SmapsMapping {
       }
       guard current != nil else { continue }
       let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+      if fields.first == "VmFlags:" {
+        current!.locked = fields.dropFirst().contains("lo")
+        continue
+      }
       guard fields.count >= 2, let kib = UInt64(fields[1]) else { continue }
       // Sizes are in KiB; a value too large for bytes is clamped, not trapped on.
       let value = kib.multipliedReportingOverflow(by: 1024).overflow ? UInt64.max : kib * 1024

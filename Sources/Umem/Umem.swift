@@ -143,22 +143,39 @@ public struct Umem: ~Copyable, ~Escapable {
     let range = try check(address: address, length: length, access: access)
     let writable = isWritable(access)
     var failure: UmemError? = nil
-    let code = PinLedger.shared.acquire(range.start, range.end) { fresh in
-      if let error = checkLimit(adding: fresh.reduce(0) { $0 + ($1.1 - $1.0) }) {
+    let code = PinLedger.shared.acquire(range.start, range.end) { fresh, counted in
+      // Pages the application locked itself stay its own: not locked again
+      // (nor charged twice against the limit), never unlocked by unpin().
+      let status = ProcessStatus.read()
+      let lockedBefore = status.lockedBytes
+      var external: [(UInt64, UInt64)] = []
+      if lockedBefore > counted {
+        do throws(UmemError) {
+          external = try applicationLocked(in: fresh)
+        } catch {
+          failure = error
+          return PinLedger.LockOutcome(code: error.errno)
+        }
+      }
+      let toLock = PinLedger.subtracting(external, from: fresh)
+      if let error = checkLimit(adding: toLock.reduce(0) { $0 + ($1.1 - $1.0) }, own: status) {
         failure = error
-        return error.errno
+        return PinLedger.LockOutcome(code: error.errno)
       }
       var done: [(UInt64, UInt64)] = []
-      for (start, end) in fresh {
+      for (start, end) in toLock {
         let code = system_mlock(start, end - start)
         if code != 0 {
           for (s, e) in done { _ = system_munlock(s, e - s) }
           failure = mlockFailure(code, start: start, end: end)
-          return code
+          return PinLedger.LockOutcome(code: code)
         }
         done.append((start, end))
       }
-      return 0
+      let lockedAfter = done.isEmpty ? lockedBefore : ProcessStatus.read().lockedBytes
+      return PinLedger.LockOutcome(
+        code: 0, applicationLocked: external,
+        countedBytes: lockedAfter > lockedBefore ? lockedAfter - lockedBefore : 0)
     }
     if code != 0 {
       throw failure
@@ -231,10 +248,9 @@ public struct Umem: ~Copyable, ~Escapable {
 
   /// The memlock check, before `mlock`: a zero limit is EPERM, going over it
   /// is ENOMEM, both unless the process has `CAP_IPC_LOCK`.
-  static func checkLimit(adding bytes: UInt64) -> UmemError? {
+  /// `own` is this process's `/proc/self/status` (capability and VmLck), read once.
+  static func checkLimit(adding bytes: UInt64, own: ProcessStatus) -> UmemError? {
     guard bytes > 0, let soft = memlockSoftLimit() else { return nil }
-    // One read of /proc/self/status gives both the capability and VmLck.
-    let own = ProcessStatus.read()
     guard own.capabilities & (1 << UInt64(Capability.ipcLock)) == 0 else { return nil }
     let advice =
       "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
@@ -293,15 +309,32 @@ public struct Umem: ~Copyable, ~Escapable {
     }
   }
 
-  /// Drops this umem's hold and unlocks the pages nobody holds any more.
+  /// Drops this umem's hold and unlocks the pages nobody holds any more,
+  /// except those the application had locked itself.
   static func unpin(_ start: UInt64, _ end: UInt64) -> Int32 {
     PinLedger.shared.release(start, end) { freed in
+      guard !freed.isEmpty else { return (0, 0) }
+      let before = ProcessStatus.read().lockedBytes
       var first: Int32 = 0
       for (s, e) in freed {
         let code = system_munlock(s, e - s)
         if first == 0 { first = code }
       }
-      return first
+      let after = ProcessStatus.read().lockedBytes
+      return (first, before > after ? before - after : 0)
     }
+  }
+
+  /// The parts of `ranges` in mappings the process has locked (`lo` in
+  /// `/proc/self/smaps`' `VmFlags`). Read only when `VmLck` shows more
+  /// locked memory than the umems locked themselves.
+  static func applicationLocked(in ranges: [(UInt64, UInt64)]) throws(UmemError)
+    -> [(UInt64, UInt64)]
+  {
+    guard let low = ranges.first?.0, let high = ranges.last?.1 else { return [] }
+    let locked = try SmapsMapping.read(overlapping: low, high).filter(\.locked)
+    guard !locked.isEmpty else { return [] }
+    let unlocked = PinLedger.subtracting(locked.map { ($0.start, $0.end) }, from: ranges)
+    return PinLedger.subtracting(unlocked, from: ranges)
   }
 }
