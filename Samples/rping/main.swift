@@ -333,7 +333,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
         _ = try completions.next(.rdmaWrite, on: cq, of: id)
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
-        served += 1
+        served += 1  // One per round trip: 2^63 of them is out of reach.
       }
     } catch let error as CMError where error.code == .disconnected {
       printError("server DISCONNECT EVENT...\n")
@@ -408,7 +408,7 @@ func runClient(_ options: Options) throws {
         throw PingError(description: "ping \(ping): the echoed data differs from what was sent")
       }
       if options.verbose { print("ping data: \(cString(buffers.rdma))") }
-      ping += 1
+      ping += 1  // As `served`: one per round trip.
     }
     try id.disconnect()
   }

@@ -274,7 +274,9 @@ struct Inspect: ParsableCommand {
     ]
   }
 
-  /// The frame of each page according to a layout's phyrs.
+  /// The frame of each page according to a layout's phyrs. The layout is
+  /// one this process pinned and resolved, so its addresses and run offsets
+  /// stay below 2^64.
   static func frames(_ phyrs: PhyrList, _ layout: UmemLayout) -> [UInt64] {
     var out: [UInt64] = []
     let start = layout.address & ~4095
