@@ -121,6 +121,7 @@ func measureBandwidth(
     : data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   let operation: SendOperation =
     test == .writeBandwidth ? .write(to: areas.peerIncoming) : .read(from: areas.peerOutgoing)
+  // Both count up to iterations (at most largestIterationCount).
   var posted = 0
   var completed = 0
   var liveness = LivenessCheck()
