@@ -19,6 +19,15 @@ struct PlanArguments {
   /// it, so thousands take seconds. Larger layouts go in `--phyrs-file`.
   static let inlinePhyrLimit = 1000
 
+  /// The refusal of `count` inline `--phyr` options, or `nil` when that many are fine.
+  static func inlineRefusal(count: Int) -> BadArgument? {
+    guard count > inlinePhyrLimit else { return nil }
+    return BadArgument(
+      argument: "--phyr",
+      why: "\(count) ranges inline is more than the \(inlinePhyrLimit) this form takes; put "
+        + "one ADDR:LEN a line in a file and pass --phyrs-file FILE (- for standard input)")
+  }
+
   /// Validated arguments.
   struct Input {
     var address: UInt64
@@ -31,12 +40,7 @@ struct PlanArguments {
   ///
   /// - Complexity: O(*n* log *n*) for *n* phyrs (the overlap check sorts).
   func validated() throws(BadArgument) -> Input {
-    if phyrs.count > Self.inlinePhyrLimit {
-      throw BadArgument(
-        argument: "--phyr",
-        why: "\(phyrs.count) ranges inline is more than the \(Self.inlinePhyrLimit) this form "
-          + "takes; put one ADDR:LEN a line in a file and pass --phyrs-file FILE (- for stdin)")
-    }
+    if let tooMany = Self.inlineRefusal(count: phyrs.count) { throw tooMany }
     var file: PhyrsFile? = nil
     if let phyrsFile {
       guard phyrs.isEmpty else {

@@ -15,13 +15,8 @@ struct UmemTool: ParsableCommand {
   static func main() {
     let arguments = Array(CommandLine.arguments.dropFirst())
     let inline = arguments.reduce(0) { $0 + ($1 == "--phyr" || $1.hasPrefix("--phyr=") ? 1 : 0) }
-    if inline > PlanArguments.inlinePhyrLimit {
-      let refusal = PlanArguments(phyrs: Array(repeating: "", count: inline))
-      do {
-        _ = try refusal.validated()
-      } catch {
-        printError("umem plan: \(error)")
-      }
+    if let refusal = PlanArguments.inlineRefusal(count: inline) {
+      printError("umem plan: \(refusal)")
       Glibc.exit(2)
     }
     main(arguments)
