@@ -19,7 +19,8 @@ let package = Package(
     .executable(name: "rdma-perf", targets: ["rdma-perf"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
   ],
   targets: [
     .systemLibrary(
@@ -28,9 +29,19 @@ let package = Package(
       providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]
     ),
     .target(name: "Phyr"),
-    .target(name: "Verbs", dependencies: ["CRDMA"], swiftSettings: lifetimes),
-    .target(name: "Umem", dependencies: ["Phyr", "Verbs"], swiftSettings: lifetimes),
-    .target(name: "RDMACM", dependencies: ["CRDMA", "Verbs"], swiftSettings: lifetimes),
+    // The one internal system layer (errno names, /proc parsing, rlimits,
+    // mmap) that Verbs, Umem and RDMACM share; on swift-system.
+    .target(
+      name: "UmemSystem",
+      dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+    .target(name: "Verbs", dependencies: ["CRDMA", "UmemSystem"], swiftSettings: lifetimes),
+    .target(
+      name: "Umem",
+      dependencies: [
+        "Phyr", "Verbs", "UmemSystem", .product(name: "SystemPackage", package: "swift-system"),
+      ], swiftSettings: lifetimes),
+    .target(
+      name: "RDMACM", dependencies: ["CRDMA", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
     // Number and size syntax shared by the samples (one parser for every tool).
     .target(name: "ToolSupport", path: "Samples/ToolSupport"),
     .executableTarget(
@@ -57,14 +68,21 @@ let package = Package(
       path: "Samples/rdma-perf",
       swiftSettings: lifetimes
     ),
+    // The kernel oracle's ioctl interface (the module itself is in ci/oracle).
+    .target(name: "COracle", path: "Tests/COracle"),
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
     .testTarget(
-      name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport"], swiftSettings: lifetimes),
+      name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"], swiftSettings: lifetimes),
     .testTarget(
-      name: "UmemTests", dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "ToolSupport"],
+      name: "UmemTests",
+      dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem", "ToolSupport"],
       swiftSettings: lifetimes),
+    // Built without the Lifetimes feature on purpose: applications that use
+    // only the owned tier need no experimental features.
+    .testTarget(
+      name: "OwnedTierTests", dependencies: ["Verbs", "UmemSystem", "TestSupport"]),
     .testTarget(
       name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],
       swiftSettings: lifetimes),

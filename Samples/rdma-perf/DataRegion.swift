@@ -106,7 +106,7 @@ func withDataRegion(
       bytes: bytes, obtained: obtained, layout: layout, plan: plan, iova: plan.iova)
     try body(planned.region, buffer.baseAddress, report)
   } else {
-    let region = try pd.register(unsafeAddress: buffer.baseAddress, length: bytes, access: access)
+    let region = try pd.register(umem, access: access)
     let report = PlanReport(
       bytes: bytes, obtained: obtained, layout: layout, plan: nil, iova: region.iova)
     try body(region, buffer.baseAddress, report)

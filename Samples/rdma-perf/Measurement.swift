@@ -53,7 +53,9 @@ struct Areas {
   /// Our buffer's first byte.
   var base: UnsafeMutableRawPointer
 
-  var peerIncoming: RemoteBuffer { peer.advanced(by: UInt64(incomingOffset)) }
+  var peerIncoming: RemoteBuffer {
+    get throws(VerbsError) { try peer.advanced(by: UInt64(incomingOffset)) }
+  }
   var peerOutgoing: RemoteBuffer { peer }
   /// The byte latency runs watch: the last one of a message.
   var watchedIncoming: UnsafeMutableRawPointer { base + incomingOffset + size - 1 }
@@ -117,10 +119,10 @@ func measureBandwidth(
   let moderation = max(1, min(moderation, depth))
   let local =
     test == .writeBandwidth
-    ? data.scatterGather(offset: 0, count: areas.size)
-    : data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+    ? try data.scatterGather(offset: 0, count: areas.size)
+    : try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   let operation: SendOperation =
-    test == .writeBandwidth ? .write(to: areas.peerIncoming) : .read(from: areas.peerOutgoing)
+    test == .writeBandwidth ? .write(to: try areas.peerIncoming) : .read(from: areas.peerOutgoing)
   // Both count up to iterations (at most largestIterationCount).
   var posted = 0
   var completed = 0
@@ -148,7 +150,7 @@ func measureWriteLatency(
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
   _ data: borrowing MemoryRegion
 ) throws -> [UInt64] {
-  let local = data.scatterGather(offset: 0, count: areas.size)
+  let local = try data.scatterGather(offset: 0, count: areas.size)
   var stamps: [UInt64] = []
   // iterations <= largestIterationCount (checked on both sides), so + 1 cannot overflow.
   if isClient { stamps.reserveCapacity(iterations + 1) }
@@ -191,7 +193,7 @@ func measureReadLatency(
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
   _ data: borrowing MemoryRegion
 ) throws -> [UInt64] {
-  let local = data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+  let local = try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   var samples: [UInt64] = []
   samples.reserveCapacity(iterations)
   var liveness = LivenessCheck()

@@ -169,9 +169,8 @@ struct Inspect: ParsableCommand {
     pd: borrowing ProtectionDomain, umem: borrowing Umem, layout: UmemLayout, pageSizes: UInt64
   ) throws -> [(String, JSON)] {
     let clock = ContinuousClock()
-    let pointer = UnsafeMutableRawPointer(bitPattern: UInt(umem.address))!
     let t0 = clock.now
-    let plain = try pd.register(unsafeAddress: pointer, length: Int(umem.length), access: flags)
+    let plain = try pd.register(umem, access: flags)
     let t1 = clock.now
     try plain.deregister()
     let t2 = clock.now
@@ -201,8 +200,7 @@ struct Inspect: ParsableCommand {
     pd: borrowing ProtectionDomain, umem: borrowing Umem, buffer: borrowing UmemBuffer,
     layout: UmemLayout
   ) throws -> [(String, JSON)] {
-    let pointer = UnsafeMutableRawPointer(bitPattern: UInt(umem.address))!
-    let region = try pd.register(unsafeAddress: pointer, length: Int(umem.length), access: flags)
+    let region = try pd.register(umem, access: flags)
     let report = try forkReport(umem: umem, buffer: buffer, layout: layout, registered: true)
     try region.deregister()
     return report

@@ -1,3 +1,4 @@
+internal import UmemSystem
 import Verbs
 
 /// An error from connection management: the librdmacm call or event that

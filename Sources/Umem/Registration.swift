@@ -1,6 +1,10 @@
 import Phyr
 import Verbs
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A memory region registered with a plan, together with that plan.
 ///
 /// It borrows the protection domain and the umem, so it outlives neither.
@@ -28,24 +32,31 @@ extension ProtectionDomain {
   ///
   /// The kernel pins again and computes its own page size; the plan
   /// predicts that choice (rxe maps at 4 KiB whatever it advertises). Plain
-  /// ``register(unsafeAddress:length:access:iova:)`` stays the cheap path:
-  /// planning is opt-in.
+  /// ``unsafeRegister(_:access:iova:)`` stays the cheap path: planning is
+  /// opt-in.
   ///
   /// - Throws: ``VerbsError`` from registration, or one with
-  ///   `checkedBeforeCall` when the plan is for another length.
+  ///   `checkedBeforeCall` when the plan was made for other memory (another
+  ///   address, length or page count than this umem's).
   @_lifetime(borrow self, borrow umem)
   public func register(
     _ umem: borrowing Umem, plan: RegistrationPlan, access: MemoryAccess = .localWrite
   ) throws(VerbsError) -> PlannedMemoryRegion {
-    guard let pointer = UnsafeMutableRawPointer(bitPattern: UInt(umem.address)) else {
-      throw VerbsError(
-        .invalidArgument, operation: "ibv_reg_mr", errno: 22,
-        message: "the umem starts at address 0",
-        checkedBeforeCall: true)
-    }
-    let region = try register(
-      unsafeAddress: pointer, length: Int(umem.length), access: access, iova: plan.iova)
+    let memory = try umem.checkedMemory(for: plan)
+    let region = try unsafeRegister(memory, access: access, iova: plan.iova)
     return PlannedMemoryRegion(region: region, plan: plan, umem: umem)
+  }
+
+  /// Registers a pinned umem at its own address, without a plan (what
+  /// `ibv_reg_mr` does). The region borrows the umem, so the memory stays
+  /// pinned and mapped for as long as it exists. The C function is
+  /// `ibv_reg_mr_iova2`.
+  @_lifetime(borrow self, borrow umem)
+  public func register(_ umem: borrowing Umem, access: MemoryAccess = .localWrite)
+    throws(VerbsError) -> MemoryRegion
+  {
+    let region = try unsafeRegister(try umem.memory(), access: access)
+    return _overrideLifetime(region, borrowing: umem)
   }
 
   /// Resolves the umem's layout, plans it for `pageSizes` (the device's
@@ -59,9 +70,50 @@ extension ProtectionDomain {
     do {
       return try register(umem, plan: plan, access: access)
     } catch {
-      throw UmemError(
-        .other, operation: error.operation, errno: error.errno, message: error.message,
-        checkedBeforeCall: error.checkedBeforeCall)
+      throw UmemError(error)
     }
+  }
+}
+
+extension Umem {
+  /// The umem's bytes as a buffer pointer, after checking that `plan` was
+  /// made for them.
+  func checkedMemory(for plan: RegistrationPlan) throws(VerbsError)
+    -> UnsafeMutableRawBufferPointer
+  {
+    func mismatch(_ what: String, _ planned: String, _ actual: String) -> VerbsError {
+      VerbsError(
+        .invalidArgument, operation: "ibv_reg_mr", errno: EINVAL,
+        message: "the plan was made for other memory: its \(what) is \(planned), this umem's "
+          + "is \(actual). Plan this umem (umem.resolve().plan(...)) and register with that plan",
+        checkedBeforeCall: true)
+    }
+    func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+    guard plan.address == address else {
+      throw mismatch("address", hex(plan.address), hex(address))
+    }
+    guard plan.length == length else {
+      throw mismatch("length", "\(plan.length) bytes", "\(length) bytes")
+    }
+    guard plan.pageCount == pageCount else {
+      throw mismatch("page count", "\(plan.pageCount)", "\(pageCount)")
+    }
+    return try memory()
+  }
+
+  /// The umem's bytes as a buffer pointer.
+  func memory() throws(VerbsError) -> UnsafeMutableRawBufferPointer {
+    func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+    // A umem's range was checked when it was pinned: nonzero, below 2^64,
+    // and its length fits in Int (it was mapped).
+    guard let base = UnsafeMutableRawPointer(bitPattern: UInt(address)),
+      let count = Int(exactly: length)
+    else {
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_reg_mr", errno: EINVAL,
+        message: "the umem's range \(hex(address)) + \(length) cannot be addressed",
+        checkedBeforeCall: true)
+    }
+    return UnsafeMutableRawBufferPointer(start: base, count: count)
   }
 }

@@ -13,6 +13,11 @@ public struct RegistrationPlan: Sendable, Hashable, CustomStringConvertible {
   public var lastBlock: UInt64?
   /// Translation entries at 4 KiB pages for the same IOVA.
   public var entriesAt4K: UInt64
+  /// The planned memory: its first byte, length and CPU pages, as the
+  /// layout had them. Registration checks them against the umem it is given.
+  public var address: UInt64 = 0
+  public var length: UInt64 = 0
+  public var pageCount: Int = 0
 
   /// Bytes per translation-table entry (one 64-bit address, as mlx5's MTT).
   public static let entryBytes: UInt64 = 8
@@ -64,6 +69,7 @@ extension UmemLayout {
     }
     let at4K = (try? phyrs.blockCount(pageSize: 4096, iova: plan.iova)) ?? 0
     return RegistrationPlan(
-      pageSizes: pageSizes, iovaPlan: plan, firstBlock: first, lastBlock: last, entriesAt4K: at4K)
+      pageSizes: pageSizes, iovaPlan: plan, firstBlock: first, lastBlock: last, entriesAt4K: at4K,
+      address: address, length: length, pageCount: pageCount)
   }
 }

@@ -2,6 +2,9 @@
 // right after the call, EINTR is retried where the call is restartable, and
 // the rest of the module sees Swift values and `Result`s.
 
+internal import SystemPackage
+internal import UmemSystem
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -95,98 +98,25 @@ func system_munmap(_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
   munmap(address, length) == 0 ? 0 : errno
 }
 
-/// Reads a whole small file (`/proc`, `/sys`) as text.
-func readTextFile(_ path: String) -> Result<String, Errno> {
-  let fd: Int32
-  switch system_openReadOnly(path) {
-  case .success(let value): fd = value
-  case .failure(let failure): return .failure(failure)
-  }
-  defer { system_close(fd) }
-  var data: [UInt8] = []
-  var chunk = [UInt8](repeating: 0, count: 65536)
-  while true {
-    let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    if n > 0 {
-      data.append(contentsOf: chunk[0..<n])
-    } else if n == 0 {
-      break
-    } else {
-      let code = errno
-      if code != EINTR { return .failure(Errno(code)) }
-    }
-  }
-  return .success(String(decoding: data, as: UTF8.self))
-}
+/// Reads a whole small file (`/proc`, `/sys`) as text: the system layer's
+/// reader, under the name this module's call sites use.
+func readTextFile(_ path: String) -> Result<String, Errno> { TextFile.read(path) }
 
 /// Whether this process has capability `bit` in its effective set
-/// (`CapEff` of `/proc/self/status`): 14 is `CAP_IPC_LOCK`, 21 `CAP_SYS_ADMIN`.
-func hasCapability(_ bit: Int) -> Bool {
-  guard case .success(let status) = readTextFile("/proc/self/status") else { return false }
-  for line in status.split(separator: "\n") where line.hasPrefix("CapEff:") {
-    let digits = line.dropFirst("CapEff:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" })
-    guard let mask = UInt64(digits, radix: 16) else { return false }
-    return mask & (1 << UInt64(bit)) != 0
-  }
-  return false
-}
+/// (`CapEff` of `/proc/self/status`, parsed by the system layer).
+func hasCapability(_ bit: Int) -> Bool { ProcessStatus.current().has(capability: bit) }
 
 enum Capability {
-  static let ipcLock = 14
-  static let sysAdmin = 21
+  static let ipcLock = ProcessStatus.ipcLock
+  static let sysAdmin = ProcessStatus.sysAdmin
 }
 
-/// An errno value as an `Error`, for the `Result`s above.
-struct Errno: Error {
-  let code: Int32
-  init(_ code: Int32) { self.code = code }
+extension Errno {
+  /// The raw errno value, as this module's errors carry it.
+  var code: Int32 { rawValue }
+  init(_ code: Int32) { self.init(rawValue: code) }
 }
 
-/// The running kernel's version, from `uname`.
-enum KernelVersion {
-  static let current: (major: Int, minor: Int) = {
-    var name = utsname()
-    uname(&name)
-    let release = withUnsafeBytes(of: &name.release) {
-      String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-    }
-    let parts = release.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
-    return (parts.first ?? 0, parts.count > 1 ? parts[1] : 0)
-  }()
-
-  static func atLeast(_ major: Int, _ minor: Int) -> Bool {
-    current.major > major || (current.major == major && current.minor >= minor)
-  }
-}
-
-/// The soft `RLIMIT_MEMLOCK` in bytes, `nil` when unlimited or unreadable.
-/// The C function is `getrlimit`.
-func memlockSoftLimit() -> UInt64? {
-  var limit = rlimit()
-  guard getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0,
-    limit.rlim_cur != rlim_t.max
-  else { return nil }
-  return UInt64(limit.rlim_cur)
-}
-
-/// `CapEff` and `VmLck` from one read of `/proc/self/status`.
-struct ProcessStatus {
-  var capabilities: UInt64 = 0
-  var lockedBytes: UInt64 = 0
-
-  static func read() -> ProcessStatus {
-    var out = ProcessStatus()
-    guard case .success(let text) = readTextFile("/proc/self/status") else { return out }
-    for line in text.split(separator: "\n") {
-      let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-      guard fields.count >= 2 else { continue }
-      if fields[0] == "CapEff:" { out.capabilities = UInt64(fields[1], radix: 16) ?? 0 }
-      if fields[0] == "VmLck:" {
-        // KiB; clamped rather than trapped on if ever too large for bytes.
-        let kib = UInt64(fields[1]) ?? 0
-        out.lockedBytes = kib.multipliedReportingOverflow(by: 1024).overflow ? .max : kib * 1024
-      }
-    }
-    return out
-  }
-}
+/// The soft `RLIMIT_MEMLOCK` in bytes, `nil` when unlimited or unreadable
+/// (the system layer's one `getrlimit` call).
+func memlockSoftLimit() -> UInt64? { MemoryLockLimit.current().soft }

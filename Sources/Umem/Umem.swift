@@ -10,6 +10,7 @@
 //   UmemBuffer.swift        allocation helpers: pages, THP, hugetlbfs
 //   RegistrationPlan.swift  page size, blocks, IOVA and table cost
 //   Registration.swift      registering a umem through Verbs with its plan
+internal import UmemSystem
 import Verbs
 
 #if canImport(Glibc)
@@ -146,7 +147,7 @@ public struct Umem: ~Copyable, ~Escapable {
     let code = PinLedger.shared.acquire(range.start, range.end) { fresh, counted in
       // Pages the application locked itself stay its own: not locked again
       // (nor charged twice against the limit), never unlocked by unpin().
-      let status = ProcessStatus.read()
+      let status = ProcessStatus.current()
       let lockedBefore = status.lockedBytes
       var external: [(UInt64, UInt64)] = []
       if lockedBefore > counted {
@@ -172,7 +173,7 @@ public struct Umem: ~Copyable, ~Escapable {
         }
         done.append((start, end))
       }
-      let lockedAfter = done.isEmpty ? lockedBefore : ProcessStatus.read().lockedBytes
+      let lockedAfter = done.isEmpty ? lockedBefore : ProcessStatus.current().lockedBytes
       return PinLedger.LockOutcome(
         code: 0, applicationLocked: external,
         countedBytes: lockedAfter > lockedBefore ? lockedAfter - lockedBefore : 0)
@@ -251,7 +252,7 @@ public struct Umem: ~Copyable, ~Escapable {
   /// `own` is this process's `/proc/self/status` (capability and VmLck), read once.
   static func checkLimit(adding bytes: UInt64, own: ProcessStatus) -> UmemError? {
     guard bytes > 0, let soft = memlockSoftLimit() else { return nil }
-    guard own.capabilities & (1 << UInt64(Capability.ipcLock)) == 0 else { return nil }
+    guard !own.has(capability: ProcessStatus.ipcLock) else { return nil }
     let advice =
       "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
       + "give the process CAP_IPC_LOCK, or pin less"
@@ -314,13 +315,13 @@ public struct Umem: ~Copyable, ~Escapable {
   static func unpin(_ start: UInt64, _ end: UInt64) -> Int32 {
     PinLedger.shared.release(start, end) { freed in
       guard !freed.isEmpty else { return (0, 0) }
-      let before = ProcessStatus.read().lockedBytes
+      let before = ProcessStatus.current().lockedBytes
       var first: Int32 = 0
       for (s, e) in freed {
         let code = system_munlock(s, e - s)
         if first == 0 { first = code }
       }
-      let after = ProcessStatus.read().lockedBytes
+      let after = ProcessStatus.current().lockedBytes
       return (first, before > after ? before - after : 0)
     }
   }

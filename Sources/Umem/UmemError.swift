@@ -1,3 +1,4 @@
+internal import UmemSystem
 import Verbs
 
 /// An error from pinning, inspecting or allocating user memory: which call
@@ -48,6 +49,28 @@ public struct UmemError: Error, Sendable, Hashable, CustomStringConvertible {
     self.message = message
     self.checkedBeforeCall = checkedBeforeCall
   }
+
+  /// Wraps a verbs error, keeping its kind where Umem has the same one
+  /// (a memlock failure stays ``Code/memoryLockLimit``), so callers can
+  /// switch on ``code`` whichever layer failed.
+  public init(_ error: VerbsError) {
+    let code: Code =
+      switch error.code {
+      case .invalidArgument: .invalidArgument
+      case .memoryLockLimit: .memoryLockLimit
+      case .notMapped: .notMapped
+      case .notSupported: .notSupported
+      case .permissionDenied: .permissionDenied
+      default: .other
+      }
+    self.init(
+      code, operation: error.operation, errno: error.errno, message: error.message,
+      checkedBeforeCall: error.checkedBeforeCall)
+    self.verbs = error
+  }
+
+  /// The verbs error this one wraps, when a verbs call failed.
+  public var verbs: VerbsError?
 
   /// The symbolic errno name, such as `ENOMEM`, or `errno N` when unknown.
   public var errnoName: String { ErrnoName.of(errno) }

@@ -12,9 +12,12 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
   package let raw: UnsafeMutablePointer<ibv_cq>
   package let channel: UnsafeMutablePointer<ibv_comp_channel>
 
+  package var core: CompletionQueueCore { CompletionQueueCore(raw: raw, channel: channel) }
+
   @_lifetime(borrow context)
   init(context: borrowing DeviceContext, entries: Int) throws(VerbsError) {
-    (raw, channel) = try CompletionQueue.create(context: context.raw, entries: entries)
+    let core = try CompletionQueueCore.create(context: context.raw, entries: entries)
+    (raw, channel) = (core.raw, core.channel)
   }
 
   /// Creates a queue on a device context that another library owns
@@ -24,43 +27,22 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
   package init<Owner: ~Copyable>(
     context: UnsafeMutablePointer<ibv_context>, entries: Int, owner: borrowing Owner
   ) throws(VerbsError) {
-    (raw, channel) = try CompletionQueue.create(context: context, entries: entries)
+    let core = try CompletionQueueCore.create(context: context, entries: entries)
+    (raw, channel) = (core.raw, core.channel)
   }
 
-  static func create(
-    context: UnsafeMutablePointer<ibv_context>, entries: Int
-  ) throws(VerbsError) -> (UnsafeMutablePointer<ibv_cq>, UnsafeMutablePointer<ibv_comp_channel>) {
-    guard entries > 0, let count = Int32(exactly: entries) else {
-      throw VerbsError(
-        .invalidArgument, operation: "ibv_create_cq", errno: EINVAL,
-        message: "a completion queue needs between 1 and Int32.max entries; got \(entries)",
-        checkedBeforeCall: true)
-    }
-    guard let channel = ibv_create_comp_channel(context) else {
-      throw VerbsError(
-        .resourceExhausted, operation: "ibv_create_comp_channel", errno: CRDMA_errno(),
-        message: "could not create a completion channel (file descriptors exhausted?)")
-    }
-    let flags = fcntl(channel.pointee.fd, F_GETFL)
-    _ = fcntl(channel.pointee.fd, F_SETFL, flags | O_NONBLOCK)
-    guard let cq = ibv_create_cq(context, count, nil, channel, 0) else {
-      let code = CRDMA_errno()
-      _ = ibv_destroy_comp_channel(channel)
-      throw VerbsError(
-        .resourceExhausted, operation: "ibv_create_cq", errno: code,
-        message: "the device refused a completion queue of \(entries) entries; "
-          + "see attributes().maxCompletionQueueEntries")
-    }
-    return (cq, channel)
-  }
+  deinit { try? CompletionQueueCore(raw: raw, channel: channel).destroy() }
 
-  deinit {
-    _ = ibv_destroy_cq(raw)
-    _ = ibv_destroy_comp_channel(channel)
+  /// Destroys the queue and its channel now and reports failure. The C
+  /// functions are `ibv_destroy_cq` and `ibv_destroy_comp_channel`.
+  public consuming func destroy() throws(VerbsError) {
+    let core = self.core
+    discard self
+    try core.destroy()
   }
 
   /// The number of entries the device actually gave the queue (`cqe`).
-  public var capacity: Int { Int(raw.pointee.cqe) }
+  public var capacity: Int { core.capacity }
 
   /// Takes up to `maximum` completions without waiting. The C function is `ibv_poll_cq`.
   public func poll(maximum: Int = 16) throws(VerbsError) -> [WorkCompletion] {
@@ -73,20 +55,7 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
   /// `body`; returns how many there were. No allocation.
   @discardableResult
   public func poll(maximum: Int = 16, _ body: (WorkCompletion) -> Void) throws(VerbsError) -> Int {
-    var wc = ibv_wc()
-    var taken = 0
-    while taken < maximum {
-      let n = ibv_poll_cq(raw, 1, &wc)
-      if n < 0 {
-        throw VerbsError(
-          .other, operation: "ibv_poll_cq", errno: -n,
-          message: "polling the completion queue failed")
-      }
-      if n == 0 { break }
-      body(WorkCompletion(wc))
-      taken += 1
-    }
-    return taken
+    try core.poll(maximum: maximum, body)
   }
 
   /// Waits until `count` completions have arrived, sleeping on the
@@ -97,50 +66,7 @@ public struct CompletionQueue: ~Copyable, ~Escapable {
   public func wait(
     for count: Int, timeout: Duration = .seconds(10)
   ) throws(VerbsError) -> [WorkCompletion] {
-    var completions: [WorkCompletion] = []
-    completions.reserveCapacity(count)
-    let clock = ContinuousClock()
-    let deadline = clock.now.advanced(by: timeout)
-    while completions.count < count {
-      try poll(maximum: count - completions.count) { completions.append($0) }
-      if completions.count >= count { break }
-      // Arm, then poll again: a completion that slipped in before arming
-      // raises no event.
-      let armed = ibv_req_notify_cq(raw, 0)
-      if armed != 0 {
-        throw VerbsError(
-          .other, operation: "ibv_req_notify_cq", errno: armed,
-          message: "could not arm the completion queue")
-      }
-      if try poll(maximum: count - completions.count, { completions.append($0) }) > 0 { continue }
-      let left = clock.now.duration(to: deadline)
-      if left <= .zero {
-        throw VerbsError(
-          .timedOut, operation: "ibv_get_cq_event", errno: ETIMEDOUT,
-          message: "only \(completions.count) of \(count) completions arrived within \(timeout); "
-            + "the peer may be gone or the work requests were never posted")
-      }
-      try waitForEvent(milliseconds: Int32(clamping: max(1, left.milliseconds)))
-    }
-    return completions
-  }
-
-  func waitForEvent(milliseconds: Int32) throws(VerbsError) {
-    var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-    let ready = Glibc.poll(&descriptor, 1, milliseconds)
-    if ready < 0 {
-      let code = errno
-      if code == EINTR { return }
-      throw VerbsError(
-        .other, operation: "poll", errno: code,
-        message: "waiting on the completion channel failed")
-    }
-    guard ready > 0 else { return }
-    var cq: UnsafeMutablePointer<ibv_cq>? = nil
-    var context: UnsafeMutableRawPointer? = nil
-    if ibv_get_cq_event(channel, &cq, &context) == 0, let cq {
-      ibv_ack_cq_events(cq, 1)
-    }
+    try core.wait(for: count, timeout: timeout)
   }
 }
 
@@ -179,6 +105,40 @@ public struct WorkCompletion: Sendable, Hashable, CustomStringConvertible {
     /// The text `ibv_wc_status_str` gives, such as `remote access error`.
     public var description: String {
       String(cString: ibv_wc_status_str(ibv_wc_status(rawValue: rawValue)))
+    }
+
+    /// What the status usually means and what to look at.
+    public var advice: String {
+      switch ibv_wc_status(rawValue: rawValue) {
+      case IBV_WC_LOC_PROT_ERR:
+        "a local key (lkey) in the request does not name a live region of this queue pair's "
+          + "protection domain that covers those bytes: the region was deregistered (closed), "
+          + "belongs to another domain, or the entry runs past its end"
+      case IBV_WC_REM_ACCESS_ERR:
+        "the peer refused the remote key: its region was deregistered or is unknown there, the "
+          + "address range runs outside it, or it lacks the remote access this operation needs"
+      case IBV_WC_LOC_QP_OP_ERR:
+        "the request could not be carried out locally; most often a local key (lkey) that is "
+          + "not, or no longer, registered (soft-RoCE reports a deregistered lkey this way), "
+          + "or an entry that runs past its region"
+      case IBV_WC_LOC_ACCESS_ERR:
+        "the local region lacks local-write, which receives and READ responses need"
+      case IBV_WC_WR_FLUSH_ERR:
+        "the queue pair had already failed, so this request was flushed; the first failed "
+          + "completion says why"
+      case IBV_WC_RETRY_EXC_ERR:
+        "the peer did not acknowledge: it is gone, unreachable, or its queue pair is not connected"
+      case IBV_WC_RNR_RETRY_EXC_ERR:
+        "the peer had no receive posted for a SEND; post receives before the sender sends"
+      case IBV_WC_REM_INV_REQ_ERR:
+        "the peer found the request invalid, for example longer than its posted receive"
+      case IBV_WC_LOC_LEN_ERR:
+        "a message was longer than the receive buffer, or a request exceeded the port's limits"
+      case IBV_WC_REM_OP_ERR:
+        "the peer could not complete the operation (its queue pair or memory failed)"
+      default:
+        "see the vendor error and the device's documentation"
+      }
     }
   }
 
@@ -224,14 +184,23 @@ public struct WorkCompletion: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// Throws ``VerbsError/Code/completionError`` unless the status is success.
+  ///
+  /// The message names the work request and its status and says what the
+  /// status usually means. It does not name the opcode: the verbs
+  /// specification leaves `opcode` undefined in a failed completion.
   public func checkSuccess() throws(VerbsError) {
     guard !status.isSuccess else { return }
     throw VerbsError(
       .completionError, operation: "ibv_poll_cq", errno: EIO,
-      message: "work request \(id) (\(opcode)) completed with status '\(status)' "
-        + "(vendor error 0x\(String(vendorError, radix: 16)))")
+      message: "work request \(id) completed with status '\(status)' "
+        + "(vendor error 0x\(String(vendorError, radix: 16))): \(status.advice)")
   }
 
-  /// `id: opcode status, N bytes`.
-  public var description: String { "wr \(id): \(opcode) \(status), \(byteLength) bytes" }
+  /// `wr ID: opcode status, N bytes`; a failed completion's opcode is
+  /// undefined, so it is not printed.
+  public var description: String {
+    status.isSuccess
+      ? "wr \(id): \(opcode) \(status), \(byteLength) bytes"
+      : "wr \(id): \(status) (opcode undefined for a failed completion)"
+  }
 }

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Musl)
-  import Musl
-#endif
+internal import UmemSystem
 
 /// How much memory this process may pin, and how much it has pinned.
 ///
@@ -19,21 +15,38 @@ public struct MemoryLockStatus: Sendable, Hashable, CustomStringConvertible {
   public var pinnedBytes: UInt64
   /// Bytes locked with `mlock` (`VmLck`).
   public var lockedBytes: UInt64
+  /// True when the process has `CAP_IPC_LOCK`, so the limit does not apply.
+  public var mayExceedLimit: Bool = false
 
-  /// Reads the current limits and counters.
+  /// Creates a status; usually read with ``current()``.
+  public init(
+    softLimit: UInt64?, hardLimit: UInt64?, pinnedBytes: UInt64, lockedBytes: UInt64,
+    mayExceedLimit: Bool = false
+  ) {
+    self.softLimit = softLimit
+    self.hardLimit = hardLimit
+    self.pinnedBytes = pinnedBytes
+    self.lockedBytes = lockedBytes
+    self.mayExceedLimit = mayExceedLimit
+  }
+
+  /// Reads the current limits and counters (`getrlimit` and `/proc/self/status`).
   public static func current() -> MemoryLockStatus {
-    var limit = rlimit()
-    let ok = getrlimit(RLIMIT_MEMLOCK_VALUE, &limit) == 0
-    func bytes(_ value: rlim_t) -> UInt64? {
-      value == rlim_t.max ? nil : UInt64(value)
-    }
-    let status = ProcStatus.read()
+    let limit = MemoryLockLimit.current()
+    let status = ProcessStatus.current()
     return MemoryLockStatus(
-      softLimit: ok ? bytes(limit.rlim_cur) : nil,
-      hardLimit: ok ? bytes(limit.rlim_max) : nil,
-      pinnedBytes: status["VmPin"] ?? 0,
-      lockedBytes: status["VmLck"] ?? 0
-    )
+      softLimit: limit.soft, hardLimit: limit.hard, pinnedBytes: status.pinnedBytes,
+      lockedBytes: status.lockedBytes,
+      mayExceedLimit: status.has(capability: ProcessStatus.ipcLock))
+  }
+
+  /// Whether the limit, rather than something else, stops pinning `more`
+  /// bytes: false when the process may ignore the limit, when it is
+  /// unlimited, or when `more` fits below it.
+  public func limitsPinning(more: UInt64) -> Bool {
+    guard !mayExceedLimit, let softLimit else { return false }
+    let (total, overflow) = pinnedBytes.addingReportingOverflow(more)
+    return overflow || total > softLimit
   }
 
   /// One line: limits and what is pinned, in KiB like `ulimit -l` shows.
@@ -41,49 +54,6 @@ public struct MemoryLockStatus: Sendable, Hashable, CustomStringConvertible {
     func kib(_ value: UInt64?) -> String { value.map { "\($0 / 1024) KiB" } ?? "unlimited" }
     return "RLIMIT_MEMLOCK soft \(kib(softLimit)), hard \(kib(hardLimit)); "
       + "this process has \(kib(pinnedBytes)) pinned (VmPin) and \(kib(lockedBytes)) locked (VmLck)"
-  }
-}
-
-#if canImport(Glibc)
-  private let RLIMIT_MEMLOCK_VALUE = __rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue)
-#else
-  private let RLIMIT_MEMLOCK_VALUE = RLIMIT_MEMLOCK
-#endif
-
-/// The `kB` counters of `/proc/self/status`, in bytes.
-enum ProcStatus {
-  static func read() -> [String: UInt64] {
-    let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return [:] }
-    defer { close(fd) }
-    var data: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-      let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-      if n > 0 {
-        data.append(contentsOf: chunk[0..<n])
-      } else if n < 0 && errno == EINTR {
-        continue
-      } else {
-        break
-      }
-    }
-    return parse(String(decoding: data, as: UTF8.self))
-  }
-
-  /// The `kB` counters of a `/proc/PID/status` text, in bytes. Lines look like
-  /// `VmPin:\t    1024 kB` (a tab, then padding spaces).
-  static func parse(_ text: String) -> [String: UInt64] {
-    var result: [String: UInt64] = [:]
-    for line in text.split(separator: "\n") {
-      guard let colon = line.firstIndex(of: ":") else { continue }
-      // "VmLck:\t    1024 kB": a tab, then spaces.
-      let fields = line[line.index(after: colon)...].split(whereSeparator: {
-        $0 == " " || $0 == "\t"
-      })
-      guard fields.count == 2, fields[1] == "kB", let value = UInt64(fields[0]) else { continue }
-      result[String(line[..<colon])] = value * 1024
-    }
-    return result
+      + (mayExceedLimit ? "; it has CAP_IPC_LOCK, so the limit does not apply" : "")
   }
 }

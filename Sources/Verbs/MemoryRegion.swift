@@ -5,7 +5,8 @@ package import CRDMA
 /// when the value is dropped or by ``deregister()``, which reports errors.
 ///
 /// A region borrows its ``ProtectionDomain`` (and its ``PageAlignedBuffer``
-/// when registered from one), so it can outlive neither.
+/// when registered from one), so it can outlive neither. The owned,
+/// shareable counterpart is ``SharedMemoryRegion``; both run the same code.
 public struct MemoryRegion: ~Copyable, ~Escapable {
   package let raw: UnsafeMutablePointer<ibv_mr>
   /// The address peers use for the first byte.
@@ -32,20 +33,27 @@ public struct MemoryRegion: ~Copyable, ~Escapable {
     self.accessBits = access.rawValue
   }
 
+  /// Wraps a region registered over memory that `owner` keeps alive (the
+  /// scoped registrations of arrays and byte collections).
+  @_lifetime(borrow owner)
+  init<Owner: ~Copyable>(
+    raw: UnsafeMutablePointer<ibv_mr>, iova: UInt64, access: MemoryAccess,
+    owner: borrowing Owner
+  ) {
+    self.raw = raw
+    self.iova = iova
+    self.accessBits = access.rawValue
+  }
+
+  var core: MemoryRegionCore { MemoryRegionCore(raw: raw) }
+
   deinit { _ = ibv_dereg_mr(raw) }
 
   /// Deregisters now and reports failure. The C function is `ibv_dereg_mr`.
   public consuming func deregister() throws(VerbsError) {
-    let raw = self.raw
+    let core = self.core
     discard self
-    let result = ibv_dereg_mr(raw)
-    if result != 0 {
-      throw VerbsError(
-        .other, operation: "ibv_dereg_mr", errno: result,
-        message: result == EINVAL || result == EBUSY
-          ? "the region is still in use (a memory window may be bound to it); unbind it first"
-          : "the device failed to deregister the region")
-    }
+    try core.deregister()
   }
 
   /// Local key: names the region in local scatter/gather entries (`lkey`).
@@ -59,16 +67,18 @@ public struct MemoryRegion: ~Copyable, ~Escapable {
   /// The access the region was registered with.
   public var access: MemoryAccess { MemoryAccess(rawValue: accessBits) }
 
-  /// A local scatter/gather entry for `count` bytes at `offset` into the region.
+  /// A local scatter/gather entry for `count` bytes (default: to the end)
+  /// at `offset` into the region.
   ///
   /// Addresses inside a region are IOVAs for local work requests too, so the
   /// entry starts at `iova + offset` (equal to the virtual address unless the
-  /// region was registered at a chosen IOVA).
-  public func scatterGather(offset: Int = 0, count: Int? = nil) -> ScatterGatherElement {
-    let count = count ?? (length - offset)
-    precondition(offset >= 0 && count >= 0 && offset + count <= length, "slice outside the region")
-    precondition(count <= Int(UInt32.max), "one scatter/gather entry covers at most 4 GiB - 1")
-    return ScatterGatherElement(address: iova + UInt64(offset), length: UInt32(count), lkey: lkey)
+  /// region was registered at a chosen IOVA). Throws for a slice outside the
+  /// region or longer than one entry can describe (4 GiB - 1).
+  public func scatterGather(offset: Int = 0, count: Int? = nil) throws(VerbsError)
+    -> ScatterGatherElement
+  {
+    try MemoryRegionCore.scatterGather(
+      iova: iova, length: length, lkey: lkey, offset: offset, count: count)
   }
 
   /// What a peer needs to reach this region: IOVA, length and rkey.
@@ -80,24 +90,8 @@ public struct MemoryRegion: ~Copyable, ~Escapable {
   /// with `IBV_REREG_MR_CHANGE_ACCESS`; providers without it (rxe) throw
   /// ``VerbsError/Code/notSupported`` and leave the region as it was.
   public mutating func reregister(access: MemoryAccess) throws(VerbsError) {
-    try Registration.checkAccess(access, operation: "ibv_rereg_mr")
-    CRDMA_set_errno(0)
-    let result = ibv_rereg_mr(
-      raw, Int32(IBV_REREG_MR_CHANGE_ACCESS.rawValue), nil, nil, 0,
-      Int32(bitPattern: access.rawValue))
-    if result == 0 {
-      accessBits = access.rawValue
-      return
-    }
-    let code = CRDMA_errno()
-    if code == EOPNOTSUPP || code == ENOSYS || code == EPROTONOSUPPORT {
-      throw VerbsError(
-        .notSupported, operation: "ibv_rereg_mr", errno: code,
-        message: "re-registration is not supported by this device; deregister and register again")
-    }
-    throw VerbsError(
-      .other, operation: "ibv_rereg_mr", errno: code,
-      message: "re-registration failed with code \(result); the region keeps its old access")
+    try core.reregister(access: access)
+    accessBits = access.rawValue
   }
 }
 
@@ -134,9 +128,23 @@ public struct RemoteBuffer: Sendable, Hashable {
     self.rkey = rkey
   }
 
-  /// The part that starts `offset` bytes in.
-  public func advanced(by offset: UInt64) -> RemoteBuffer {
-    precondition(offset <= length, "offset past the end of the remote buffer")
-    return RemoteBuffer(address: address + offset, length: length - offset, rkey: rkey)
+  /// The part that starts `offset` bytes in; throws when `offset` is past
+  /// the end. Cannot overflow: registration checked that `address + length`
+  /// fits in 64 bits, and `offset <= length`.
+  public func advanced(by offset: UInt64) throws(VerbsError) -> RemoteBuffer {
+    guard offset <= length else {
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_send_wr", errno: EINVAL,
+        message: "offset \(offset) is past the end of the peer's \(length)-byte buffer",
+        checkedBeforeCall: true)
+    }
+    let (start, overflow) = address.addingReportingOverflow(offset)
+    guard !overflow else {
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_send_wr", errno: EOVERFLOW,
+        message: "address 0x\(String(address, radix: 16)) plus \(offset) overflows 64 bits; "
+          + "the peer's description is corrupt", checkedBeforeCall: true)
+    }
+    return RemoteBuffer(address: start, length: length - offset, rkey: rkey)
   }
 }

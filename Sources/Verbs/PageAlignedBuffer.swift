@@ -1,3 +1,5 @@
+internal import UmemSystem
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -21,46 +23,13 @@ public struct PageAlignedBuffer: ~Copyable {
   /// Allocates `byteCount` zeroed bytes at an address aligned to `alignment`
   /// (a power of two, at least the page size). The C function is `mmap`.
   public init(byteCount: Int, alignment: Int = PageAlignedBuffer.pageSize) throws(VerbsError) {
-    let page = PageAlignedBuffer.pageSize
-    guard byteCount > 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "a buffer needs at least one byte", checkedBeforeCall: true)
-    }
-    guard alignment >= page, alignment & (alignment - 1) == 0 else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EINVAL,
-        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
-        checkedBeforeCall: true)
-    }
-    let rounded = byteCount.roundedUp(to: page)
-    let extra = alignment > page ? alignment : 0
-    let (total, overflow) = rounded.addingReportingOverflow(extra)
-    guard !overflow else {
-      throw VerbsError(
-        .invalidArgument, operation: "mmap", errno: EOVERFLOW,
-        message: "\(byteCount) bytes cannot be allocated", checkedBeforeCall: true)
-    }
-    let raw = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    guard let raw, raw != MAP_FAILED else {
-      let code = errno
-      throw VerbsError(
-        .resourceExhausted, operation: "mmap", errno: code,
-        message: "could not map \(total) bytes of anonymous memory")
-    }
-    // Trim the slack before and after the aligned window.
-    let start = UInt(bitPattern: raw)
-    let aligned = (start + UInt(alignment - 1)) & ~UInt(alignment - 1)
-    let head = Int(aligned - start)
-    if head > 0 { munmap(raw, head) }
-    let tail = total - head - rounded
-    if tail > 0 { munmap(raw + head + rounded, tail) }
-    baseAddress = raw + head
+    let mapping = try AnonymousMemory.checkedMap(byteCount: byteCount, alignment: alignment)
+    baseAddress = mapping.base
     count = byteCount
-    mappedLength = rounded
+    mappedLength = mapping.length
   }
 
-  deinit { munmap(baseAddress, mappedLength) }
+  deinit { AnonymousMemory.unmap(baseAddress, length: mappedLength) }
 
   /// The address as an integer, for IOVAs and remote keys.
   public var address: UInt64 { UInt64(UInt(bitPattern: baseAddress)) }
@@ -81,20 +50,58 @@ public struct PageAlignedBuffer: ~Copyable {
     try body(UnsafeMutableRawBufferPointer(start: baseAddress, count: count))
   }
 
-  /// Copies `source` into the buffer at `offset`.
-  public func copy(from source: some Collection<UInt8>, at offset: Int = 0) {
-    precondition(offset >= 0 && offset + source.count <= count, "copy past the end of the buffer")
-    let target = UnsafeMutableRawBufferPointer(start: baseAddress + offset, count: source.count)
-    target.copyBytes(from: source)
+  /// Copies `source` into the buffer at `offset`; throws when it does not fit.
+  public func copy(from source: some Collection<UInt8>, at offset: Int = 0) throws(VerbsError) {
+    try BufferBytes.copy(source, into: baseAddress, count: count, at: offset)
   }
 
-  /// The bytes in `range`, as a new array.
-  public func load(_ range: Range<Int>) -> [UInt8] {
-    precondition(range.lowerBound >= 0 && range.upperBound <= count, "range outside the buffer")
-    return Array(UnsafeRawBufferPointer(start: baseAddress + range.lowerBound, count: range.count))
+  /// The bytes in `range`, as a new array; throws for a range outside the buffer.
+  public func load(_ range: Range<Int>) throws(VerbsError) -> [UInt8] {
+    try BufferBytes.load(range, from: baseAddress, count: count)
   }
 }
 
-extension Int {
-  func roundedUp(to alignment: Int) -> Int { (self + alignment - 1) & ~(alignment - 1) }
+extension AnonymousMemory {
+  /// Maps `byteCount` bytes rounded up to whole pages at `alignment`, or
+  /// throws the typed error for `mmap`: `EINVAL` for an empty buffer or an
+  /// alignment that is not a power of two of at least a page, `EOVERFLOW`
+  /// when the rounded size does not fit in `Int`, the kernel's errno when
+  /// it refuses.
+  static func checkedMap(byteCount: Int, alignment: Int) throws(VerbsError) -> (
+    base: UnsafeMutableRawPointer, length: Int
+  ) {
+    let page = PageAlignedBuffer.pageSize
+    guard byteCount > 0 else {
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "a buffer needs at least one byte", checkedBeforeCall: true)
+    }
+    guard alignment >= page, alignment & (alignment - 1) == 0 else {
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EINVAL,
+        message: "alignment must be a power of two of at least \(page) bytes; got \(alignment)",
+        checkedBeforeCall: true)
+    }
+    guard let rounded = AnonymousMemory.roundUp(byteCount, to: page) else {
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EOVERFLOW,
+        message: "\(byteCount) bytes rounded up to whole pages do not fit in a 64-bit size; "
+          + "ask for less", checkedBeforeCall: true)
+    }
+    switch AnonymousMemory.map(length: rounded, alignment: alignment) {
+    case .success(let base):
+      return (base, rounded)
+    case .failure(let failure) where failure == .overflow:
+      throw VerbsError(
+        .invalidArgument, operation: "mmap", errno: EOVERFLOW,
+        message: "\(byteCount) bytes at \(alignment)-byte alignment do not fit in a 64-bit size; "
+          + "ask for less", checkedBeforeCall: true)
+    case .failure(let failure):
+      throw VerbsError(
+        failure == .noMemory ? .resourceExhausted : .other, operation: "mmap",
+        errno: failure.rawValue,
+        message: "could not map \(rounded) bytes of anonymous memory; the machine or the "
+          + "process's address-space limit (ulimit -v) is short of room")
+    }
+  }
 }

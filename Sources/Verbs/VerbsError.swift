@@ -1,3 +1,5 @@
+internal import UmemSystem
+
 /// An error from a verbs operation: which call failed, the errno it gave,
 /// and a sentence that says what to do about it.
 ///
@@ -27,6 +29,10 @@ public struct VerbsError: Error, Sendable, Hashable, CustomStringConvertible {
     case timedOut
     /// A work request completed with an error status.
     case completionError
+    /// The shared resource was closed explicitly; it can no longer be used.
+    case closed
+    /// The resource is still in use (children hang from it); it stays open.
+    case busy
     /// Anything else; the errno and message say more.
     case other
   }

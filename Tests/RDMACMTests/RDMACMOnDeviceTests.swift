@@ -144,7 +144,7 @@ struct RDMACMOnDevice {
     let cq = try id.createCompletionQueue(entries: 8)
     let qp = try id.createQueuePair(pd: pd, completions: cq)
     let buffer = try PageAlignedBuffer(byteCount: 64)
-    buffer.copy(from: Array("hello, rping".utf8))
+    try buffer.copy(from: Array("hello, rping".utf8))
     let mr = try pd.register(buffer, access: [])
     let established = try id.connect(ConnectionParameters(), timeout: .seconds(20))
     #expect(established.kind == .established)
@@ -198,7 +198,7 @@ final class ServerThread: @unchecked Sendable {
       failure = "expected one receive, got \(completions)"
       return
     }
-    received = buffer.load(0..<Int(wc.byteLength))
+    received = try buffer.load(0..<Int(wc.byteLength))
     let ended = waitForDisconnect(id, cq)
     sawDisconnect = ended?.rpingLine == "cma event RDMA_CM_EVENT_DISCONNECTED, error 0"
   }

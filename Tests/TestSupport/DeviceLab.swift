@@ -24,13 +24,16 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
   public var openDescriptors: Int
   public var memoryRegions: Int
   public var protectionDomains: Int
+  public var queuePairs: Int
+  public var completionQueues: Int
 
   public static func take() -> ResourceSnapshot {
     let lock = MemoryLockStatus.current()
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     return ResourceSnapshot(
       pinnedBytes: lock.pinnedBytes, lockedBytes: lock.lockedBytes, openDescriptors: fds,
-      memoryRegions: countOwn("mr"), protectionDomains: countOwn("pd"))
+      memoryRegions: countOwn("mr"), protectionDomains: countOwn("pd"),
+      queuePairs: countOwn("qp"), completionQueues: countOwn("cq"))
   }
 
   /// User-space entries (those with a `pid`) of `rdma resource show KIND`.
@@ -61,7 +64,8 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
 
   public var description: String {
     "VmPin \(pinnedBytes) B, VmLck \(lockedBytes) B, \(openDescriptors) fds, "
-      + "\(memoryRegions) MRs, \(protectionDomains) PDs"
+      + "\(memoryRegions) MRs, \(protectionDomains) PDs, \(queuePairs) QPs, "
+      + "\(completionQueues) CQs"
   }
 }
 
@@ -73,6 +77,20 @@ public func expectNoLeaks(
   defer { TestTools.descriptorLock.unlock() }
   let before = ResourceSnapshot.take()
   try body()
+  let after = ResourceSnapshot.take()
+  #expect(
+    before == after, "\(what) leaked: before \(before), after \(after)",
+    sourceLocation: sourceLocation)
+}
+
+/// Runs async `body` and checks that it left no pin, MR, PD, QP, CQ or
+/// descriptor behind.
+public func expectNoLeaks(
+  _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+  _ body: () async throws -> Void
+) async rethrows {
+  let before = ResourceSnapshot.take()
+  try await body()
   let after = ResourceSnapshot.take()
   #expect(
     before == after, "\(what) leaked: before \(before), after \(after)",

@@ -33,3 +33,17 @@ public enum TestTools {
     )
   }
 }
+
+/// Runs `body(i)` for i in 0..<count, each on its own new thread (not a
+/// pool sized by the CPU count), and returns when all have finished.
+public func runOnThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+  let group = DispatchGroup()
+  for index in 0..<count {
+    group.enter()
+    Thread.detachNewThread {
+      body(index)
+      group.leave()
+    }
+  }
+  group.wait()
+}

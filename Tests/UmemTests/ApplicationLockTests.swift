@@ -2,6 +2,7 @@ import Foundation
 import Phyr
 import TestSupport
 import Testing
+import UmemSystem
 import Verbs
 
 @testable import Umem
@@ -13,7 +14,7 @@ import Verbs
 /// Issue 10, cause 11: memory the application locked itself stays locked
 /// after a umem over it is unpinned. In the serialized suite: it reads VmLck.
 extension UmemHostTests {
-  func lockedBytes() -> UInt64 { ProcessStatus.read().lockedBytes }
+  func lockedBytes() -> UInt64 { ProcessStatus.current().lockedBytes }
 
   @Test func cause11UnpinLeavesTheApplicationsOwnLocks() throws {
     let buffer = try UmemBuffer(byteCount: 128 << 10)

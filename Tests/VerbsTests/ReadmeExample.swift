@@ -1,6 +1,7 @@
 // The README's API tour, compiled here so it cannot rot (ci/test checks
 // that README.md shows this code verbatim between the marker lines).
 import Phyr
+import TestSupport
 import Testing
 import Verbs
 
@@ -46,4 +47,17 @@ func explainAFailure() {
   let plan = try planTwoHugePages()
   #expect(plan.pageSize == 0x20_0000)
   #expect(plan.blocks == [0x1_4000_0000, 0x1_8000_0000])
+}
+
+/// The README's device functions, run on rxe (the suite name puts them in
+/// the device stage).
+@Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
+struct ReadmeExampleOnDevice {
+  @Test func registerForRemoteWritesRuns() throws {
+    try expectNoLeaks("README registration") { try registerForRemoteWrites() }
+  }
+
+  @Test func explainAFailureRuns() {
+    explainAFailure()
+  }
 }

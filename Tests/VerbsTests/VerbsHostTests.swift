@@ -1,6 +1,7 @@
 import Glibc
 import TestSupport
 import Testing
+import UmemSystem
 
 @testable import Verbs
 
@@ -89,19 +90,39 @@ import Testing
   }
 
   @Test func kernelErrorsBecomeAdvice() {
+    let limited = MemoryLockStatus(
+      softLimit: 8 << 20, hardLimit: 8 << 20, pinnedBytes: 7 << 20, lockedBytes: 0)
     let memlock = Registration.failure(
-      operation: "ibv_reg_mr", errno: ENOMEM, access: .localWrite, length: 1 << 20)
+      operation: "ibv_reg_mr", errno: ENOMEM, access: .localWrite, address: 0x1000,
+      length: 2 << 20, status: limited)
     #expect(memlock.code == .memoryLockLimit)
     #expect(memlock.message.contains("RLIMIT_MEMLOCK"))
     #expect(memlock.message.contains("ulimit -l"))
     #expect(memlock.message.contains("CAP_IPC_LOCK"))
     #expect(memlock.message.contains("VmPin"))
+    // ENOMEM with room under the limit, no limit, or CAP_IPC_LOCK is not a
+    // memlock problem, and the message must not send the user to ulimit.
+    for status in [
+      limited.with(pinned: 0),
+      MemoryLockStatus(softLimit: nil, hardLimit: nil, pinnedBytes: 1 << 30, lockedBytes: 0),
+      MemoryLockStatus(
+        softLimit: 8 << 20, hardLimit: 8 << 20, pinnedBytes: 7 << 20, lockedBytes: 0,
+        mayExceedLimit: true),
+    ] {
+      let other = Registration.failure(
+        operation: "ibv_reg_mr", errno: ENOMEM, access: .localWrite, address: 0x1000,
+        length: 2 << 20, status: status)
+      #expect(other.code == .resourceExhausted, "\(status)")
+      #expect(other.message.contains("not the cause"))
+      #expect(!other.message.contains("ulimit -l"))
+    }
     let fault = Registration.failure(
-      operation: "ibv_reg_mr", errno: EFAULT, access: .localWrite, length: 4096)
+      operation: "ibv_reg_mr", errno: EFAULT, access: .localWrite, address: nil, length: 4096)
     #expect(fault.code == .notMapped)
     #expect(fault.message.contains("dma-buf"))
     let odp = Registration.failure(
-      operation: "ibv_reg_mr", errno: EINVAL, access: [.localWrite, .onDemand], length: 4096)
+      operation: "ibv_reg_mr", errno: EINVAL, access: [.localWrite, .onDemand], address: nil,
+      length: 4096)
     #expect(odp.code == .notSupported)
     #expect(odp.message.contains("not supported by this device"))
     #expect(odp.description.hasPrefix("ibv_reg_mr failed: EINVAL"))
@@ -121,12 +142,14 @@ import Testing
   @Test func procStatusCountersParse() {
     let text =
       "Name:\tswift\nVmLck:\t    1024 kB\nVmPin:\t      64 kB\nThreads:\t4\nVmRSS:\t  300 kB\n"
-    let counters = ProcStatus.parse(text)
-    #expect(counters["VmLck"] == 1024 * 1024)
-    #expect(counters["VmPin"] == 64 * 1024)
-    #expect(counters["VmRSS"] == 300 * 1024)
-    #expect(counters["Threads"] == nil)
-    #expect(ProcStatus.read()["VmRSS"].map { $0 > 0 } == true)
+    let counters = ProcessStatus.parse(text + "CapEff:\t0000000000004000\n")
+    #expect(counters.lockedBytes == 1024 * 1024)
+    #expect(counters.pinnedBytes == 64 * 1024)
+    #expect(counters.has(capability: ProcessStatus.ipcLock))
+    #expect(!counters.has(capability: ProcessStatus.sysAdmin))
+    // A nonsense counter is ignored rather than overflowing.
+    #expect(ProcessStatus.parse("VmPin:\t99999999999999999999 kB\n").pinnedBytes == 0)
+    #expect(ProcessStatus.parse("VmPin:\t18014398509481984 kB\n").pinnedBytes == 0)
   }
 
   @Test func guidFormat() {
@@ -137,9 +160,9 @@ import Testing
   @Test func bufferIsAlignedAndZeroed() throws {
     let buffer = try PageAlignedBuffer(byteCount: 10_000)
     #expect(buffer.address % UInt64(PageAlignedBuffer.pageSize) == 0)
-    #expect(buffer.load(0..<10_000).allSatisfy { $0 == 0 })
-    buffer.copy(from: [1, 2, 3], at: 9_997)
-    #expect(buffer.load(9_997..<10_000) == [1, 2, 3])
+    #expect(try buffer.load(0..<10_000).allSatisfy { $0 == 0 })
+    try buffer.copy(from: [1, 2, 3], at: 9_997)
+    #expect(try buffer.load(9_997..<10_000) == [1, 2, 3])
     #expect(buffer.bytes.byteCount == 10_000)
     let huge = try PageAlignedBuffer(byteCount: 4096, alignment: 2 << 20)
     #expect(huge.address % (2 << 20) == 0)
@@ -164,5 +187,13 @@ import Testing
       #expect([ENOSYS, ENODEV].contains(error.errno))
       #expect(error.message.contains("ci/rxe"))
     }
+  }
+}
+
+extension MemoryLockStatus {
+  fileprivate func with(pinned: UInt64) -> MemoryLockStatus {
+    var copy = self
+    copy.pinnedBytes = pinned
+    return copy
   }
 }

@@ -3,6 +3,7 @@ import TestSupport
 import Testing
 
 @testable import Verbs
+import UmemSystem
 
 /// Device tests: they run against a real RDMA device (rxe under `ci/rxe`).
 /// Serialized, because the leak checks count this process's resources.
@@ -30,7 +31,11 @@ struct VerbsOnDevice {
 
   @Test func rxeFacts() throws {
     let context = try DeviceLab.open()
-    guard context.name.hasPrefix("rxe") else { return }
+    // The lab's device is rxe; elsewhere (a real HCA) these facts differ.
+    guard context.name.hasPrefix("rxe") else {
+      #expect(!DeviceLab.required, "the lab's device should be rxe, got \(context.name)")
+      return
+    }
     let attributes = try context.attributes()
     // Linux 6.1's rxe advertises 4K..2G; newer kernels advertise PAGE_SIZE.
     #expect(attributes.pageSizeCapability == 0xffff_f000 || attributes.pageSizeCapability == 0x1000)
@@ -38,7 +43,13 @@ struct VerbsOnDevice {
     let capabilities = try context.capabilities()
     #expect(!capabilities.dmabufRegistration)
     #expect(!capabilities.reregistration)
-    #expect(capabilities.onDemandPaging == attributes.onDemandPaging.supported)
+    // ODP as the device answers a real registration, not as the attributes
+    // that capabilities() itself reads.
+    try context.withProtectionDomain { pd in
+      let buffer = try PageAlignedBuffer(byteCount: 4096)
+      let registered = (try? pd.register(buffer, access: [.localWrite, .onDemand])) != nil
+      #expect(capabilities.onDemandPaging == registered)
+    }
     #expect(try context.port(1).linkLayer == .ethernet)
   }
 
@@ -55,9 +66,11 @@ struct VerbsOnDevice {
   }
 
   @Test func forkProtectionIsNotForcedWhenTheKernelMakesItUnneeded() throws {
-    let before = ForkProtection.current
+    // Linux 5.13 and later keep DMA-pinned pages in the parent on fork
+    // (copy on fork), so rdma-core reports fork protection as unneeded there:
+    // checked against uname, not against the value itself.
     let after = try ForkProtection.enableIfNeeded()
-    if before == .unneeded { #expect(after == .unneeded) } else { #expect(after == .enabled) }
+    #expect(after == (KernelVersion.atLeast(5, 13) ? .unneeded : .enabled))
   }
 
   @Test(arguments: [
@@ -76,31 +89,49 @@ struct VerbsOnDevice {
         #expect(ResourceSnapshot.countOwn("pd") == 1)
         // And pinning must show: the kernel charges the MR's pages to VmPin.
         #expect(MemoryLockStatus.current().pinnedBytes >= 64 << 10)
-        #expect(mr.address == buffer.address)
-        #expect(mr.length == 64 << 10)
-        #expect(mr.iova == buffer.address)
-        #expect(mr.access == access)
-        #expect(mr.remote.rkey == mr.rkey)
-        #expect(mr.scatterGather(offset: 4096, count: 100).address == buffer.address + 4096)
+        // (Address, length, IOVA and keys echo the arguments; that data
+        // really moves through them is checked by movesDataAtAChosenIOVA.)
         try mr.deregister()
       }
     }
   }
 
-  @Test func registersAtAChosenIOVA() throws {
+  /// Data moves through regions at chosen IOVAs: a peer WRITEs to
+  /// 0x10_0000_0000 + 4096 and the bytes land 4096 bytes into the buffer;
+  /// a local entry at IOVA 0x5133 (inside a region registered at 0x5123)
+  /// is read from buffer + 0x133. Wrong IOVA handling fails the transfers.
+  @Test func movesDataAtAChosenIOVA() throws {
     let context = try DeviceLab.open()
     let pd = try context.allocateProtectionDomain()
+    let cq = try context.createCompletionQueue(entries: 16)
+    let a = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+    let b = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+    try a.connectLoopback(with: b)
+    let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead]
     let buffer = try PageAlignedBuffer(byteCount: 3 * 4096)
-    let mr = try pd.register(buffer, access: [.localWrite, .remoteRead], iova: 0x10_0000_0000)
-    #expect(mr.iova == 0x10_0000_0000)
+    let mr = try pd.register(buffer, access: all, iova: 0x10_0000_0000)
     #expect(mr.remote.address == 0x10_0000_0000)
-    #expect(mr.address == buffer.address)
-    // An unaligned interior registration keeps its page offset in the IOVA.
-    let inner = try pd.register(
-      unsafeAddress: buffer.baseAddress + 0x123, length: 5000, access: .localWrite, iova: 0x5123)
-    #expect(inner.iova == 0x5123)
-    #expect(inner.length == 5000)
-    #expect(inner.scatterGather(offset: 0x10, count: 1).address == 0x5133)
+    let source = try PageAlignedBuffer(byteCount: 8192)
+    let sourceRegion = try pd.register(source, access: all)
+    let pattern = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+    try source.copy(from: pattern)
+    try a.postSend(
+      .write(to: try mr.remote.advanced(by: 4096)),
+      try sourceRegion.scatterGather(count: pattern.count), id: 1)
+    try cq.wait(for: 1)[0].checkSuccess()
+    #expect(try buffer.load(4096..<(4096 + pattern.count)) == pattern)
+    #expect(try buffer.load(0..<4096).allSatisfy { $0 == 0 })
+    // An unaligned interior registration keeps its page offset in the IOVA:
+    // SEND 100 bytes from IOVA 0x5133, which is buffer + 0x133.
+    let inner = try pd.unsafeRegister(
+      UnsafeMutableRawBufferPointer(start: buffer.baseAddress + 0x123, count: 5000),
+      access: .localWrite, iova: 0x5123)
+    try buffer.copy(from: pattern.prefix(100), at: 0x133)
+    try b.postReceive(try sourceRegion.scatterGather(offset: 4096, count: 4096), id: 2)
+    try a.postSend(.send, try inner.scatterGather(offset: 0x10, count: 100), id: 3)
+    let done = try cq.wait(for: 2)
+    for completion in done { try completion.checkSuccess() }
+    #expect(try source.load(4096..<4196) == Array(pattern.prefix(100)))
   }
 
   @Test func dropReleasesEverything() throws {
@@ -136,11 +167,13 @@ struct VerbsOnDevice {
       let buffer = try PageAlignedBuffer(byteCount: 8192)
       expectNoLeaks("rejected ranges") {
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(unsafeAddress: buffer.baseAddress, length: 0)
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: 0))
         }
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(
-            unsafeAddress: UnsafeMutableRawPointer(bitPattern: UInt.max - 4095)!, length: 8192)
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(
+              start: UnsafeMutableRawPointer(bitPattern: UInt.max - 4095)!, count: 8192))
         }
         expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
           _ = try pd.register(buffer, iova: buffer.address + 0x800)
@@ -171,7 +204,8 @@ struct VerbsOnDevice {
       munmap(hole, length)
       expectNoLeaks("EFAULT") {
         let error = expectVerbsError(.notMapped, operation: "ibv_reg_mr", errno: EFAULT) {
-          _ = try pd.register(unsafeAddress: hole, length: length, access: .localWrite)
+          _ = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(start: hole, count: length), access: .localWrite)
         }
         #expect(error?.message.contains("not mapped") == true)
         #expect(error?.message.contains("dma-buf") == true)
@@ -181,7 +215,10 @@ struct VerbsOnDevice {
 
   @Test func dmabufAndReregistrationAreNotSupportedOnRXE() throws {
     let context = try DeviceLab.open()
-    guard context.name.hasPrefix("rxe") else { return }
+    guard context.name.hasPrefix("rxe") else {
+      #expect(!DeviceLab.required, "the lab's device should be rxe, got \(context.name)")
+      return
+    }
     try context.withProtectionDomain { pd in
       try expectNoLeaks("dmabuf and rereg") {
         expectVerbsError(.notSupported, operation: "ibv_reg_dmabuf_mr", errno: EOPNOTSUPP) {
@@ -234,7 +271,7 @@ struct VerbsOnDevice {
 
     // SEND/RECV.
     let message = Array("hello from A through a registered buffer".utf8)
-    bufferA.copy(from: message)
+    try bufferA.copy(from: message)
     try b.postReceive(mrB.scatterGather(offset: 0, count: 4096), id: 1)
     try a.postSend(.send, mrA.scatterGather(offset: 0, count: message.count), id: 2)
     let sent = try cqA.wait(for: 1)
@@ -243,17 +280,17 @@ struct VerbsOnDevice {
     try received[0].checkSuccess()
     #expect(received[0].opcode == .receive)
     #expect(received[0].byteLength == UInt32(message.count))
-    #expect(bufferB.load(0..<message.count) == message)
+    #expect(try bufferB.load(0..<message.count) == message)
 
     // RDMA WRITE of a 32 KiB pattern into B at its custom IOVA.
     let pattern = (0..<(32 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
-    bufferA.copy(from: pattern, at: 4096)
+    try bufferA.copy(from: pattern, at: 4096)
     try a.postSend(
       .write(to: mrB.remote.advanced(by: 8192)),
       mrA.scatterGather(offset: 4096, count: pattern.count),
       id: 3)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferB.load(8192..<(8192 + pattern.count)) == pattern)
+    #expect(try bufferB.load(8192..<(8192 + pattern.count)) == pattern)
 
     // RDMA READ it back into A elsewhere.
     try a.postSend(
@@ -261,7 +298,7 @@ struct VerbsOnDevice {
       mrA.scatterGather(offset: 40960, count: pattern.count),
       id: 4)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(40960..<(40960 + pattern.count)) == pattern)
+    #expect(try bufferA.load(40960..<(40960 + pattern.count)) == pattern)
 
     // WRITE with immediate consumes a receive and carries the value.
     try b.postReceive(mrB.scatterGather(offset: 0, count: 0), id: 5)
@@ -274,18 +311,18 @@ struct VerbsOnDevice {
 
     // Atomics on an 8-byte word of B.
     let wordOffset = 60000  // 8-byte aligned, as atomics require
-    bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
-    let word = mrB.remote.advanced(by: UInt64(wordOffset))
+    try bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
+    let word = try mrB.remote.advanced(by: UInt64(wordOffset))
     try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
+    #expect(try bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
     try a.postSend(
       .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8),
       id: 8)
     try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
+    #expect(try bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
     #expect(
-      bufferB.load(wordOffset..<(wordOffset + 8))
+      try bufferB.load(wordOffset..<(wordOffset + 8))
         == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
 
     // A bad rkey is a completion error, not a crash.

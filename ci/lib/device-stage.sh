@@ -24,6 +24,19 @@ bundle=$(ls -d "$scratch"/debug/*PackageTests.xctest 2>/dev/null | head -n 1)
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+# The kernel oracle (ci/oracle, built on the host by ci/oracle/build for
+# this kernel): KernelOracleOnDevice asks it through /dev/umem_oracle.
+oracle=${UMEM_OUT:-ci/out}/oracle/$(uname -r)/umem_oracle.ko
+if [ -f "$oracle" ]; then
+  if insmod "$oracle" 2>"$res/oracle-insmod.log" || grep -q "File exists" "$res/oracle-insmod.log"; then
+    echo "==> kernel oracle: loaded $oracle"
+  else
+    echo "==> kernel oracle: insmod $oracle failed: $(cat "$res/oracle-insmod.log")"
+  fi
+else
+  echo "==> kernel oracle: $oracle not built (run ci/oracle/build on the host)"
+fi
+
 # One test at a time: device suites in different modules would otherwise run
 # side by side, and their leak checks count process-wide pins, MRs and PDs.
 echo "==> device tests: ${bundle:-<no test bundle>} --filter OnDevice --no-parallel (UMEM_REQUIRE_DEVICE=${UMEM_REQUIRE_DEVICE:-})"
@@ -44,8 +57,14 @@ echo "==> smoke tests: ci/smoke/*"
 : >"$res/smoke.log"
 export UMEM_SCRATCH=$scratch UMEM_BIN=$scratch/debug
 for script in ci/smoke/*; do
-  [ -f "$script" ] && [ -x "$script" ] || continue
+  [ -f "$script" ] || continue
   name=$(basename "$script")
+  if [ ! -x "$script" ]; then
+    # A smoke test that cannot run is a failure, not a silent skip.
+    echo "<-- smoke $name FAILED: not executable (chmod +x $script)" | tee -a "$res/smoke.log"
+    echo "$name 126 0" >>"$res/smoke.results"
+    continue
+  fi
   echo "--> smoke $name" | tee -a "$res/smoke.log"
   t=$(now)
   timeout -k 20 "${UMEM_SMOKE_TIMEOUT:-300}" "$script" 2>&1 | tee -a "$res/smoke.log"

@@ -13,3 +13,35 @@ echo "+ umem devices"
 "$bin/umem" devices
 echo "+ umem register --size 64K --access local-write,remote-read"
 "$bin/umem" register --size 64K --access local-write,remote-read
+echo "+ umem register --size 64K --check-rdma --cycles 20 --iova 0x7f0000000000 --device rxe0"
+out=$("$bin/umem" register --size 64K --check-rdma --cycles 20 --iova 0x7f0000000000 --device rxe0)
+echo "$out"
+echo "$out" | grep -q "^iova        0x7f0000000000$" || { echo "--iova not applied" >&2; exit 1; }
+echo "$out" | grep -q "RDMA WRITE+READ of 4 KiB through rkey 0x[0-9a-f]* verified" \
+  || { echo "--check-rdma did not verify" >&2; exit 1; }
+echo "+ umem devices --json"
+"$bin/umem" devices --json | python3 -c 'import json, sys; d = json.load(sys.stdin); print("devices --json:", [x.get("name") for x in (d if isinstance(d, list) else d.get("devices", []))])'
+
+# The owned tier from the command line: 4 threads on one shared domain, and
+# the pinned bytes and open regions back where they started.
+echo "+ umem register --size 4K --threads 4 --cycles 200 --json"
+out=$("$bin/umem" register --size 4K --threads 4 --cycles 200 --json)
+echo "$out"
+python3 - "$out" <<'PY'
+import json, sys
+report = json.loads(sys.argv[1])
+assert report["tier"] == "owned", report
+assert report["threads"] == 4 and report["cycles"] == 200, report
+assert report["registrationsPerSecond"] > 0, report
+assert report["pinnedBytesBefore"] == report["pinnedBytesAfter"], report
+assert report["openRegionsBefore"] is not None, "rdma resource show mr did not answer"
+assert report["openRegionsBefore"] == report["openRegionsAfter"], report
+print("owned tier: %d registrations/s on 4 threads, nothing left pinned or registered"
+      % report["registrationsPerSecond"])
+PY
+echo "+ umem register --threads 2 --tier scoped (must be a usage error, exit 64)"
+set +e
+"$bin/umem" register --size 4K --threads 2 --tier scoped 2>/dev/null
+status=$?
+set -e
+[ "$status" -eq 64 ] || { echo "expected exit 64, got $status" >&2; exit 1; }
