@@ -42,10 +42,12 @@ let package = Package(
       ], swiftSettings: lifetimes),
     .target(
       name: "RDMACM", dependencies: ["CRDMA", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
+    // Number and size syntax shared by the samples (one parser for every tool).
+    .target(name: "ToolSupport", path: "Samples/ToolSupport"),
     .executableTarget(
       name: "umem",
       dependencies: [
-        "Phyr", "Verbs", "Umem",
+        "Phyr", "Verbs", "Umem", "ToolSupport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/umem",
@@ -53,14 +55,14 @@ let package = Package(
     ),
     .executableTarget(
       name: "rping",
-      dependencies: ["RDMACM", "Verbs"],
+      dependencies: ["RDMACM", "Verbs", "ToolSupport"],
       path: "Samples/rping",
       swiftSettings: lifetimes
     ),
     .executableTarget(
       name: "rdma-perf",
       dependencies: [
-        "RDMACM", "Verbs", "Umem", "Phyr",
+        "RDMACM", "Verbs", "Umem", "Phyr", "ToolSupport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/rdma-perf",
@@ -75,7 +77,7 @@ let package = Package(
       name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"], swiftSettings: lifetimes),
     .testTarget(
       name: "UmemTests",
-      dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem"],
+      dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem", "ToolSupport"],
       swiftSettings: lifetimes),
     // Built without the Lifetimes feature on purpose: applications that use
     // only the owned tier need no experimental features.

@@ -89,6 +89,7 @@ func receive(
   _ cq: borrowing CompletionQueue, _ control: borrowing MemoryRegion, base: UnsafeMutableRawPointer
 ) throws -> Message {
   let wc = try pending.next(.receive, on: cq, of: id)
+  // A receive's id is the slot this side posted it with (0 or 1), never the peer's.
   let offset = Int(wc.id) * ControlLayout.messageBytes
   guard wc.byteLength == ControlLayout.messageBytes else {
     throw PerfError(

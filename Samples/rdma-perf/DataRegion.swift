@@ -3,6 +3,7 @@
 // that plan. Its first half is the outgoing area, the second the incoming.
 
 import Phyr
+import ToolSupport
 import Umem
 import Verbs
 
@@ -41,7 +42,11 @@ struct PlanReport: Codable {
     hcaPageSize = planned ? message[4] : nil
     blocks = planned ? message[5] : nil
     entriesAt4K = planned ? message[6] : nil
-    tableBytes = blocks.map { $0 * RegistrationPlan.entryBytes }
+    // The peer's words are not trusted: a count that overflows has no table size.
+    tableBytes = blocks.flatMap {
+      let (bytes, overflow) = $0.multipliedReportingOverflow(by: RegistrationPlan.entryBytes)
+      return overflow ? nil : bytes
+    }
     let backings = UmemBuffer.Backing.allCases
     backing = backings[Int(min(message[7], UInt64(backings.count - 1)))].rawValue
     kernelPageSize = message[8]
@@ -80,8 +85,6 @@ struct PlanReport: Codable {
       + "\(blocks) blocks (\(entriesAt4K ?? 0) at 4 KiB)"
   }
 }
-
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
 /// Allocates, pins, plans and registers `bytes` of data buffer on `pd`, and
 /// hands the region, the buffer's first byte and the report to `body`.

@@ -27,6 +27,8 @@ func withEndpoint(
 
 /// Data buffers hold an outgoing and an incoming area of the largest
 /// message each, rounded up to whole pages.
+/// The argument is at most 1 GiB (the global `largestMessage`, checked on
+/// both sides), so this cannot overflow.
 func dataBytes(largestMessage: Int) -> Int {
   (2 * largestMessage + 4095) & ~4095
 }

@@ -33,10 +33,12 @@ enum Test: UInt64, CaseIterable, Codable {
   var isLatency: Bool { self == .writeLatency || self == .readLatency }
 }
 
-/// Monotonic nanoseconds (`CLOCK_MONOTONIC`).
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`). It never goes back, so a later
+/// reading minus an earlier one cannot underflow.
 @inline(__always) func nanoseconds() -> UInt64 {
   var now = timespec()
   clock_gettime(CLOCK_MONOTONIC, &now)
+  // Seconds since boot: the product stays below 2^64 for 584 years of uptime.
   return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
@@ -121,6 +123,7 @@ func measureBandwidth(
     : try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   let operation: SendOperation =
     test == .writeBandwidth ? .write(to: try areas.peerIncoming) : .read(from: areas.peerOutgoing)
+  // Both count up to iterations (at most largestIterationCount).
   var posted = 0
   var completed = 0
   var liveness = LivenessCheck()
@@ -149,7 +152,8 @@ func measureWriteLatency(
 ) throws -> [UInt64] {
   let local = try data.scatterGather(offset: 0, count: areas.size)
   var stamps: [UInt64] = []
-  stamps.reserveCapacity(iterations + 1)
+  // iterations <= largestIterationCount (checked on both sides), so + 1 cannot overflow.
+  if isClient { stamps.reserveCapacity(iterations + 1) }
   var liveness = LivenessCheck()
   var unreaped = 0
   for round in 0..<iterations {

@@ -5,6 +5,7 @@
 
 import ArgumentParser
 import Foundation
+import ToolSupport
 import Umem
 
 @main
@@ -90,7 +91,8 @@ struct ClientCommand: ParsableCommand {
   @Option(help: "Comma-separated tests: write-bw, read-bw, write-lat, read-lat.")
   var tests = "write-bw,read-bw,write-lat,read-lat"
 
-  @Option(name: [.short, .long], help: "Comma-separated message sizes (K, M suffixes).")
+  @Option(
+    name: [.short, .long], help: "Comma-separated message sizes (K, M, G suffixes), up to 1G.")
   var sizes = "64,4K,64K"
 
   @Option(
@@ -115,7 +117,9 @@ struct ClientCommand: ParsableCommand {
   func validate() throws {
     _ = try parsedTests()
     _ = try parsedSizes()
-    if let iterations, iterations < 2 { throw ValidationError("--iterations must be at least 2") }
+    if let iterations, !(2...largestIterationCount).contains(iterations) {
+      throw ValidationError("--iterations must be 2...\(largestIterationCount)")
+    }
     guard (1...16384).contains(queueDepth) else {
       throw ValidationError("--queue-depth must be 1...16384")
     }
@@ -125,7 +129,7 @@ struct ClientCommand: ParsableCommand {
   }
 
   func parsedTests() throws -> [Test] {
-    try tests.split(separator: ",").map { name in
+    try Self.items(tests, option: "--tests", example: "write-bw,read-lat").map { name in
       guard let test = Test(name: String(name)) else {
         throw ValidationError(
           "unknown test '\(name)'; use write-bw, read-bw, write-lat or read-lat")
@@ -135,20 +139,26 @@ struct ClientCommand: ParsableCommand {
   }
 
   func parsedSizes() throws -> [Int] {
-    try sizes.split(separator: ",").map { text in
-      var digits = Substring(text)
-      var scale = 1
-      switch digits.last {
-      case "K", "k": scale = 1 << 10
-      case "M", "m": scale = 1 << 20
-      default: break
+    try Self.items(sizes, option: "--sizes", example: "64,4K,1M").map { text in
+      // At most 1 GiB, so the Int conversion below cannot trap.
+      guard let value = parseSize(text), value >= 1, value <= UInt64(largestMessage) else {
+        throw ValidationError(
+          "message size '\(text)' must be 1 byte to 1 GiB (a number with an optional K, M or G "
+            + "suffix, such as 4096, 64K or 1G)")
       }
-      if scale > 1 { digits = digits.dropLast() }
-      guard let value = Int(digits), value >= 1, value <= largestMessage / scale else {
-        throw ValidationError("message size '\(text)' must be 1 byte to 1 GiB")
-      }
-      return value * scale
+      return Int(value)
     }
+  }
+
+  /// The comma-separated items of a selection; an empty selection or an
+  /// empty item is a usage error, not a run that measures nothing.
+  static func items(_ text: String, option: String, example: String) throws -> [Substring] {
+    let items = text.split(separator: ",", omittingEmptySubsequences: false)
+    guard !text.isEmpty, !items.contains(where: \.isEmpty) else {
+      throw ValidationError(
+        "\(option) '\(text)' has an empty item; give a comma-separated list such as \(example)")
+    }
+    return items
   }
 
   func run() throws {

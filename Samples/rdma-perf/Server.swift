@@ -19,6 +19,10 @@ struct ServerSettings {
 /// Messages larger than this are refused (the buffer holds two).
 let largestMessage = 1 << 30
 
+/// Runs longer than this are refused on both sides: a latency run keeps a
+/// timestamp per iteration (800 MB at this count).
+let largestIterationCount = 100_000_000
+
 func runServer(_ settings: ServerSettings) throws {
   let listener = try ConnectionID()
   let address =
@@ -73,12 +77,16 @@ func serve(_ id: borrowing ConnectionID, peer: String, _ settings: ServerSetting
           return
         case .run:
           guard let test = Test(rawValue: message[0]),
-            (1...largest).contains(Int(clamping: message[1]))
+            (1...largest).contains(Int(clamping: message[1])),
+            (1...largestIterationCount).contains(Int(clamping: message[2]))
           else {
-            throw PerfError("the client asked for test \(message[0]) at \(message[1]) bytes")
+            throw PerfError(
+              "the client asked for test \(message[0]) at \(message[1]) bytes, "
+                + "\(message[2]) times; is it an rdma-perf of this version?")
           }
+          // Both checked just above, so neither conversion traps.
           let size = Int(message[1])
-          let iterations = Int(clamping: message[2])
+          let iterations = Int(message[2])
           let areas = Areas(size: size, incomingOffset: largest, peer: client, base: base)
           areas.watchedIncoming.storeBytes(of: 0, as: UInt8.self)
           try send(Message(.ack), &pending, id, qp, cq, control, base: controlBase)

@@ -17,6 +17,7 @@
 // always fails the server.
 
 import RDMACM
+import ToolSupport
 import Verbs
 
 #if canImport(Glibc)
@@ -91,11 +92,12 @@ func parse(_ arguments: [String]) -> Options {
         options.count = c
       case "S":
         let text = value()
-        guard let s = Int(text), (23...65535).contains(s) else {
+        // The project's size syntax (4096, 0x1000, 4K), a superset of rping.c's decimal.
+        guard let s = parseSize(text), (23...65535).contains(s) else {
           printError("Invalid size \(text) (valid range is 23 to 65536)\n")
           exit(Exit.usage)
         }
-        options.size = s
+        options.size = Int(s)
       case "v": options.verbose = true
       case "V": options.validate = true
       case "d": options.debug = true
@@ -331,7 +333,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
         _ = try completions.next(.rdmaWrite, on: cq, of: id)
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
-        served += 1
+        served += 1  // One per round trip: 2^63 of them is out of reach.
       }
     } catch let error as CMError where error.code == .disconnected {
       printError("server DISCONNECT EVENT...\n")
@@ -406,7 +408,7 @@ func runClient(_ options: Options) throws {
         throw PingError(description: "ping \(ping): the echoed data differs from what was sent")
       }
       if options.verbose { print("ping data: \(cString(buffers.rdma))") }
-      ping += 1
+      ping += 1  // As `served`: one per round trip.
     }
     try id.disconnect()
   }

@@ -1,42 +1,5 @@
 import ArgumentParser
 
-/// Parses sizes such as `4096`, `0x1000`, `64K`, `16M`, `1G`, `2MiB`.
-func parseSize(_ text: String) -> UInt64? {
-  var digits = Substring(text.lowercased())
-  var scale: UInt64 = 1
-  for (suffix, factor) in [
-    ("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("tib", 1 << 40),
-    ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40),
-  ]
-  where digits.hasSuffix(suffix) {
-    digits = digits.dropLast(suffix.count)
-    scale = UInt64(factor)
-    break
-  }
-  guard let value = parseNumber(String(digits)) else { return nil }
-  let (product, overflow) = value.multipliedReportingOverflow(by: scale)
-  return overflow ? nil : product
-}
-
-/// Parses `0x...` hex or decimal; `_` separators are allowed (`0x7f00_0000_0000`).
-func parseNumber(_ text: String) -> UInt64? {
-  let digits = text.filter { $0 != "_" }.lowercased()
-  if digits.hasPrefix("0x") { return UInt64(digits.dropFirst(2), radix: 16) }
-  return UInt64(digits, radix: 10)
-}
-
-/// `0x...` lower-case hex.
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
-
-/// A byte count made readable: `64 KiB`, `2 MiB`, `4097 B`.
-func humanBytes(_ value: UInt64) -> String {
-  for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)]
-  where value >= 1 << shift && value % (1 << shift) == 0 {
-    return "\(value >> shift) \(unit)"
-  }
-  return "\(value) B"
-}
-
 /// Minimal JSON writing for the tool's reports.
 enum JSON {
   case string(String)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ToolSupport
 import Verbs
 
 /// `umem devices`: what `ibv_devinfo -v` tells, made readable.

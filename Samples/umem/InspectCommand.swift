@@ -1,5 +1,6 @@
 import ArgumentParser
 import Phyr
+import ToolSupport
 import Umem
 import Verbs
 
@@ -46,14 +47,21 @@ struct Inspect: ParsableCommand {
     guard let bytes = parseSize(size), bytes > 0, bytes <= UInt64(Int.max) / 2 else {
       throw ValidationError("--size '\(size)' is not a positive size such as 4096, 64K, 16M or 1G")
     }
-    guard parseSize(offset) != nil else {
-      throw ValidationError("--offset '\(offset)' is not a size")
+    // With --size at most 2^62, this bound keeps size + offset below 2^63,
+    // so the Int arithmetic below cannot overflow.
+    guard let start = parseSize(offset), start <= UInt64(Int.max) - bytes else {
+      throw ValidationError(
+        "--offset '\(offset)' is not a size, or --size plus --offset reaches 2^63 bytes")
     }
     guard UmemBuffer.Backing(rawValue: backing) != nil else {
       throw ValidationError("--backing must be plain, thp, hugetlb-2m or hugetlb-1g")
     }
     if let pageSizes, parseNumber(pageSizes) == nil {
       throw ValidationError("--page-sizes '\(pageSizes)' is not a number (hex 0x... or decimal)")
+    }
+    if let pageSizes, parseNumber(pageSizes) == 0 {
+      throw ValidationError(
+        "--page-sizes 0 offers no page size; give the device's page_size_cap, such as 0xfffff000")
     }
     if pageSizes != nil && device != nil {
       throw ValidationError("give --page-sizes or --device, not both")
@@ -83,6 +91,7 @@ struct Inspect: ParsableCommand {
     }
   }
 
+  // Both checked in validate(): below 2^63 together.
   var bytes: Int { Int(parseSize(size)!) }
   var start: Int { Int(parseSize(offset)!) }
   var flags: MemoryAccess { MemoryAccess(parsing: access)! }
@@ -263,7 +272,9 @@ struct Inspect: ParsableCommand {
     ]
   }
 
-  /// The frame of each page according to a layout's phyrs.
+  /// The frame of each page according to a layout's phyrs. The layout is
+  /// one this process pinned and resolved, so its addresses and run offsets
+  /// stay below 2^64.
   static func frames(_ phyrs: PhyrList, _ layout: UmemLayout) -> [UInt64] {
     var out: [UInt64] = []
     let start = layout.address & ~4095

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
 import Phyr
+import ToolSupport
 
 /// `umem plan`: the HCA page size, DMA blocks and IOVA the kernel would use
 /// for a phyr list (issue 3). Pure arithmetic: no device needed.
 ///
 ///     umem plan --address ADDR --length LEN --iova IOVA|auto --page-sizes BITMAP \
-///               --phyr ADDR:LEN [--phyr ADDR:LEN ...] [--blocks] [--json]
+///               (--phyr ADDR:LEN [--phyr ADDR:LEN ...] | --phyrs-file FILE|-) [--blocks] [--json]
 ///
 /// Malformed input exits with status 2 and a message naming the argument.
 struct Plan: ParsableCommand {
@@ -31,8 +32,15 @@ struct Plan: ParsableCommand {
   @Option(help: "Supported HCA page sizes as a bitmap (page_size_cap), e.g. 0xfffff000.")
   var pageSizes: String?
 
-  @Option(help: "A physical range ADDR:LEN; repeat in memory-region order.")
+  @Option(help: "A physical range ADDR:LEN; repeat in memory-region order (up to 1000).")
   var phyr: [String] = []
+
+  @Option(
+    help: ArgumentHelp(
+      "A file of phyrs, '-' for standard input: one ADDR:LEN a line, or umem inspect --json's output.",
+      discussion: "The JSON's address, length and pageSizes stand in for options not given.",
+      valueName: "file"))
+  var phyrsFile: String?
 
   @Flag(help: "List every DMA block address.")
   var blocks = false
@@ -44,11 +52,11 @@ struct Plan: ParsableCommand {
   static let blockListLimit: UInt64 = 1 << 20
 
   func run() throws {
-    let input: Input
+    let input: PlanArguments.Input
     do {
-      input = try parse()
+      input = try arguments().validated()
     } catch {
-      FileHandle.standardError.write(Data("umem plan: \(error.argument): \(error.why)\n".utf8))
+      FileHandle.standardError.write(Data("umem plan: \(error)\n".utf8))
       throw ExitCode(2)
     }
     let plan = input.list.planIOVA(input.policy, pageSizes: input.pageSizes)
@@ -84,87 +92,24 @@ struct Plan: ParsableCommand {
     }
   }
 
-  /// Validated arguments.
-  struct Input {
-    var address: UInt64
-    var list: PhyrList
-    var policy: IOVAPolicy
-    var pageSizes: PageSizes
-  }
-
-  /// A rejected argument and why.
-  struct BadArgument: Error {
-    var argument: String
-    var why: String
-  }
-
-  /// Parses and checks every argument; throws the first problem found.
-  func parse() throws(BadArgument) -> Input {
-    let address = try Self.number(address, "--address")
-    let length = try Self.number(length, "--length")
-    let bitmap = try Self.number(pageSizes, "--page-sizes")
-    guard let iovaText = iova else { throw BadArgument(argument: "--iova", why: "missing") }
-    let policy: IOVAPolicy =
-      iovaText.lowercased() == "auto" ? .any : .keep(try Self.number(iovaText, "--iova"))
-    if length == 0 { throw BadArgument(argument: "--length", why: "must be at least 1 byte") }
-    if address.addingReportingOverflow(length - 1).overflow {
-      throw BadArgument(argument: "--length", why: "address + length overflows 64 bits")
-    }
-    guard !phyr.isEmpty else {
-      throw BadArgument(argument: "--phyr", why: "give at least one ADDR:LEN range")
-    }
-    var phyrs: [Phyr] = []
-    for text in phyr {
-      let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-      guard parts.count == 2 else {
-        throw BadArgument(argument: "--phyr \(text)", why: "expected ADDR:LEN")
+  /// The options as text, with the phyrs file (or standard input) read.
+  func arguments() throws(BadArgument) -> PlanArguments {
+    var arguments = PlanArguments(
+      address: address, length: length, iova: iova, pageSizes: pageSizes, phyrs: phyr)
+    if let phyrsFile {
+      let data: Data?
+      if phyrsFile == "-" {
+        data = FileHandle.standardInput.readDataToEndOfFile()
+      } else {
+        data = FileManager.default.contents(atPath: phyrsFile)
       }
-      let start = try Self.number(String(parts[0]), "--phyr \(text)")
-      let size = try Self.number(String(parts[1]), "--phyr \(text)")
-      let range = Phyr(address: start, length: size)
-      do {
-        phyrs.append(try range.validated())
-      } catch {
-        throw BadArgument(argument: "--phyr \(text)", why: error.description)
+      guard let data else {
+        throw BadArgument(
+          argument: "--phyrs-file \(phyrsFile)", why: "cannot be read; check the path")
       }
+      arguments.phyrsFile = (phyrsFile, String(decoding: data, as: UTF8.self))
     }
-    // Overlap: sort by start and compare neighbours.
-    let sorted = phyrs.sorted { $0.address < $1.address }
-    for (a, b) in zip(sorted, sorted.dropFirst()) where b.address < a.end {
-      throw BadArgument(argument: "--phyr \(b)", why: "overlaps \(a)")
-    }
-    var list = PhyrList()
-    for range in phyrs {
-      do {
-        try list.append(range)
-      } catch {
-        throw BadArgument(argument: "--phyr \(range)", why: error.description)
-      }
-    }
-    guard list.totalLength == length else {
-      throw BadArgument(
-        argument: "--phyr",
-        why: "lengths add up to \(hex(list.totalLength)), but --length is \(hex(length))")
-    }
-    let first = phyrs[0].address
-    guard first % 4096 == address % 4096 else {
-      throw BadArgument(
-        argument: "--phyr \(phyrs[0])",
-        why: "starts at page offset \(hex(first % 4096)), but --address has "
-          + "\(hex(address % 4096)); the first phyr must hold the first byte")
-    }
-    return Input(
-      address: address, list: list, policy: policy, pageSizes: PageSizes(pageSizeCap: bitmap))
-  }
-
-  /// Parses hex (`0x...`) or decimal; `_` separators allowed.
-  static func number(_ text: String?, _ argument: String) throws(BadArgument) -> UInt64 {
-    guard let text else { throw BadArgument(argument: argument, why: "missing") }
-    guard let value = parseNumber(text) else {
-      throw BadArgument(
-        argument: argument, why: "'\(text)' is not a number (use 0x... hex or decimal, below 2^64)")
-    }
-    return value
+    return arguments
   }
 
   static func quoted(_ value: UInt64?) -> String { value.map { "\"\(hex($0))\"" } ?? "null" }
@@ -189,7 +134,8 @@ struct Plan: ParsableCommand {
 
   /// A short human report.
   static func report(
-    input: Input, plan: IOVAPlan, firstBlock: UInt64?, lastBlock: UInt64?, blocks: [UInt64]?
+    input: PlanArguments.Input, plan: IOVAPlan, firstBlock: UInt64?, lastBlock: UInt64?,
+    blocks: [UInt64]?
   ) -> String {
     let list = input.list
     var lines = [
@@ -231,6 +177,7 @@ struct Plan: ParsableCommand {
     case .runBoundary(let run, let alignment):
       return "run \(run) starts on a boundary aligned only to \(PageSizes.describe(alignment))"
     case .iovaOverflow: return "iova + length overflows 64 bits"
+    case .noPageSizes: return "the page-size bitmap is empty: the device offers no page size"
     case .empty: return "empty list"
     }
   }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ToolSupport
 import Verbs
 
 /// `umem register`: allocate a buffer, register it, report, deregister.

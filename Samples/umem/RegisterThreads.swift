@@ -69,7 +69,7 @@ struct SharedRegistrationRun {
     try pd.close()
     try context.close()
     let all = totals.withLock { $0 }
-    let count = Double(threads * cycles)
+    let count = Double(threads) * Double(cycles)  // In Double: no Int product to overflow.
     let first = all[0]
     return Result(
       deviceName: context.name, address: first.address, iova: first.iova, lkey: first.lkey,

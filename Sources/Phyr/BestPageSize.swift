@@ -27,18 +27,16 @@ struct RunConstraints {
   @inlinable
   init(_ phyrs: some Sequence<Phyr>, iova: UInt64, explain: Bool) {
     var iovaPosition = iova
-    var previousEnd: UInt64 = 0
-    var first = true
+    var previous: Phyr? = nil
     var run = 0
     for phyr in phyrs {
-      if phyr.length == 0 || phyr.address.addingReportingOverflow(phyr.length).overflow {
+      if !phyr.isValid {
         error = phyr.length == 0 ? .zeroLength(phyr) : .rangeOverflow(phyr)
         return
       }
-      if first {
+      if previous == nil {
         offsetMask = phyr.address ^ iova
-        first = false
-      } else if phyr.address != previousEnd {
+      } else if !previous!.isFollowed(by: phyr) {
         run += 1
         let bits = iovaPosition | (phyr.address ^ iovaPosition)
         boundaryMask |= bits
@@ -47,7 +45,7 @@ struct RunConstraints {
           if weakestBoundary == nil || tz < weakestBoundary!.bits { weakestBoundary = (run, tz) }
         }
       }
-      previousEnd = phyr.end
+      previous = phyr
       iovaPosition &+= phyr.length
       let (sum, overflow) = length.addingReportingOverflow(phyr.length)
       if overflow {

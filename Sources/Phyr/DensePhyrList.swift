@@ -60,7 +60,9 @@ public struct DensePhyrList: Sendable, Hashable {
     for (i, run) in list.enumerated() {
       let page: UInt64 = 1 << Self.pageShift
       let startPfn = run.address >> Self.pageShift
-      let endPfn = (run.end >> Self.pageShift) + (run.end & (page - 1) == 0 ? 0 : 1)
+      // One past the last byte's frame: exact even for a run that ends at
+      // `UInt64.max`, where `run.end` wraps to 0.
+      let endPfn = (run.lastAddress >> Self.pageShift) + 1
       let headOK = i == 0 || run.address & (page - 1) == 0
       let tailOK = i == last || run.end & (page - 1) == 0
       let wideWords = run.length < Self.hugeTag ? 2 : 3
@@ -68,6 +70,7 @@ public struct DensePhyrList: Sendable, Hashable {
         && Self.chunkCount(from: startPfn, to: endPfn, limit: wideWords) <= wideWords
       {
         if i == 0 { headOffset = run.address & (page - 1) }
+        // endPfn < 2^52 here, so the run's end does not wrap and the trim is below a page.
         if i == last { tailTrim = (endPfn << Self.pageShift) - run.end }
         appendChunks(from: startPfn, to: endPfn)
       } else {
@@ -143,7 +146,7 @@ extension DensePhyrList: Sequence {
           pending = chunk
           continue
         }
-        if run.end == chunk.address {
+        if run.isFollowed(by: chunk) {
           pending!.length += chunk.length
         } else {
           pending = chunk

@@ -24,6 +24,8 @@ public enum PageSizeLimit: Sendable, Hashable {
   case runBoundary(run: Int, alignment: UInt64)
   /// `iova + length - 1` overflows 64 bits.
   case iovaOverflow
+  /// The bitmap is empty: the device offers no page size at all.
+  case noPageSizes
   /// The list is empty.
   case empty
 }
@@ -60,6 +62,7 @@ extension IOVAPlan: CustomStringConvertible {
     case .runBoundary(let run, let a):
       why = "run \(run) starts on a boundary aligned only to \(PageSizes.describe(a))"
     case .iovaOverflow: why = "IOVA + length overflows 64 bits"
+    case .noPageSizes: why = "the page-size bitmap, which is empty"
     case .empty: why = "the list is empty"
     }
     return "iova \(hex(iova)): page size \(size), \(blockCount) blocks; limited by \(why)"
@@ -128,6 +131,10 @@ extension PhyrList {
       policy: policy, iova: iova, pageSize: nil, blockCount: 0, dmaOffset: 0, limit: .empty)
     guard !isEmpty else { return plan }
     let bitmap = pageSizes.rawValue
+    guard bitmap != 0 else {
+      plan.limit = .noPageSizes
+      return plan
+    }
     let c = RunConstraints(self, iova: iova, explain: true)
     guard let cap = RunConstraints.capMask(iova: iova, length: totalLength, bitmap: bitmap) else {
       plan.limit = .iovaOverflow
@@ -140,15 +147,19 @@ extension PhyrList {
       plan.dmaOffset = (firstAddress ?? 0) & (size - 1)
     }
     // The rule with the fewest trailing zeros bounds the size; structural
-    // rules win ties, as they hold whatever the length.
+    // rules win ties, as they hold whatever the length. When the planner
+    // chose the IOVA, it made the page offset agree up to the size that the
+    // other rules allow, so the offset only ever ties with the real limit:
+    // then that limit is named, not the offset.
     let offsetBits = c.offsetMask == 0 ? 64 : c.offsetMask.trailingZeroBitCount
     let boundaryBits = c.weakestBoundary?.bits ?? 64
     let capBits = cap == 0 ? 64 : cap.trailingZeroBitCount
     let weakest = Swift.min(offsetBits, boundaryBits, capBits)
     let top = pageSizes.largest.map { $0.trailingZeroBitCount } ?? -1
+    let offsetFirst = policy != .any || Swift.min(boundaryBits, capBits) > weakest
     if weakest >= 64 || (size != nil && weakest >= top) {
       plan.limit = .largestSupported
-    } else if offsetBits == weakest {
+    } else if offsetFirst && offsetBits == weakest {
       plan.limit = .pageOffset(alignment: 1 << UInt64(offsetBits))
     } else if boundaryBits == weakest, let b = c.weakestBoundary {
       plan.limit = .runBoundary(run: b.run, alignment: 1 << UInt64(b.bits))

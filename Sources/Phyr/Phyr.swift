@@ -37,20 +37,42 @@ public struct Phyr: Sendable, Hashable {
   }
 
   /// The address one past the last byte (`address + length`), wrapping on
-  /// overflow. Only meaningful for ranges that passed validation, whose end
-  /// never wraps.
+  /// overflow: 0 for a range whose last byte is `UInt64.max`. Use
+  /// ``lastAddress`` or ``isFollowed(by:)`` where that matters.
   ///
   /// - Complexity: O(1).
   @inlinable
   public var end: UInt64 { address &+ length }
 
-  /// Checks that the range is non-empty and does not run past `UInt64.max`.
+  /// The address of the last byte, `address + length - 1`. Exact for every
+  /// valid range, including one that ends at `UInt64.max`.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public var lastAddress: UInt64 { address &+ (length &- 1) }
+
+  /// Whether `next` starts right after this range's last byte. A range that
+  /// ends at `UInt64.max` is followed by nothing (its ``end`` wraps to 0).
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public func isFollowed(by next: Phyr) -> Bool { end == next.address && end != 0 }
+
+  /// Checks that the range is non-empty and that its last byte is at most
+  /// `UInt64.max`.
   ///
   /// - Complexity: O(1).
   public func validated() throws(PhyrError) -> Phyr {
-    if length == 0 { throw .zeroLength(self) }
-    if address.addingReportingOverflow(length).overflow { throw .rangeOverflow(self) }
+    if !isValid { throw length == 0 ? .zeroLength(self) : .rangeOverflow(self) }
     return self
+  }
+
+  /// Whether the range is non-empty and its last byte is at most `UInt64.max`.
+  ///
+  /// - Complexity: O(1).
+  @inlinable
+  public var isValid: Bool {
+    length != 0 && !address.addingReportingOverflow(length - 1).overflow
   }
 }
 

@@ -9,7 +9,7 @@
 /// The first run starts at the physical address of the memory region's first
 /// byte (``firstAddress``) and the run lengths add up to ``totalLength``.
 /// Ranges may overlap (the same page pinned twice is legal); they only never
-/// wrap past `UInt64.max`.
+/// wrap past `UInt64.max` (a range may end exactly there).
 ///
 /// ## Storage
 /// Runs live in fixed-size chunks of ``chunkCapacity`` runs (64 KiB each)
@@ -101,13 +101,12 @@ public struct PhyrList: Sendable, Hashable {
   ///   chunk is full.
   @inlinable
   public mutating func append(_ phyr: Phyr) throws(PhyrError) {
-    if phyr.length == 0 { throw .zeroLength(phyr) }
-    if phyr.address.addingReportingOverflow(phyr.length).overflow { throw .rangeOverflow(phyr) }
+    if !phyr.isValid { throw phyr.length == 0 ? .zeroLength(phyr) : .rangeOverflow(phyr) }
     let (total, overflow) = _totalLength.addingReportingOverflow(phyr.length)
     if overflow { throw .totalLengthOverflow }
     _totalLength = total
-    if runCount != 0 && phyr.address == open.end {
-      // Cannot overflow: the merged run ends where `phyr` ends.
+    if runCount != 0 && open.isFollowed(by: phyr) {
+      // Cannot overflow: the merged run's last byte is `phyr`'s.
       open.length += phyr.length
       if open.length > _largestRunLength { _largestRunLength = open.length }
       return
@@ -149,19 +148,17 @@ public struct PhyrList: Sendable, Hashable {
   func _checkInvariants() -> Bool {
     var total: UInt64 = 0
     var largest: UInt64 = 0
-    var previousEnd: UInt64? = nil
     var n = 0
     for (i, chunk) in chunks.enumerated() {
       if chunk.isEmpty { return false }
       if i < chunks.count - 1 && chunk.count != Self.chunkCapacity { return false }
     }
     if chunks.reduce(0, { $0 + $1.count }) != Swift.max(runCount - 1, 0) { return false }
+    var previous: Phyr? = nil
     for run in self {
-      if run.length == 0 || run.address.addingReportingOverflow(run.length).overflow {
-        return false
-      }
-      if previousEnd == run.address { return false }
-      previousEnd = run.end
+      if !run.isValid { return false }
+      if let previous, previous.isFollowed(by: run) { return false }
+      previous = run
       total += run.length
       largest = Swift.max(largest, run.length)
       n += 1

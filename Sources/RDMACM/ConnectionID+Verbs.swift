@@ -73,15 +73,23 @@ extension ConnectionID {
     attr.cap = ibv_qp_cap(
       max_send_wr: send, max_recv_wr: receive, max_send_sge: sendSGE, max_recv_sge: receiveSGE,
       max_inline_data: inline)
+    // The rules librdmacm answers with a bare EINVAL, checked here so the
+    // error says which one; an EINVAL after them is the connection's state.
+    let verbs = try device(for: "rdma_create_qp")
+    guard raw.pointee.qp == nil else {
+      throw CMError(
+        .invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
+        message: "this id has a queue pair already; an id carries one, so create another id")
+    }
+    guard pd.raw.pointee.context == verbs, completions.raw.pointee.context == verbs else {
+      throw CMError(
+        .invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
+        message: "the protection domain and the completion queue must come from this id's "
+          + "device; allocate them through the id")
+    }
     if rdma_create_qp(raw, pd.raw, &attr) != 0 {
       let code = CRDMA_errno()
-      throw CMError(
-        VerbsError(
-          code == EINVAL ? .invalidArgument : .resourceExhausted, operation: "rdma_create_qp",
-          errno: code,
-          message: code == EINVAL
-            ? "the domain and queue must come from this id's device, and the id may have only one QP"
-            : "the device refused a queue pair with \(capacity)"))
+      throw CMError(Self.queuePairRefusal(errno: code, capacity: capacity))
     }
     return QueuePair(adopting: raw, pd: pd, completions: completions, owner: self)
   }
@@ -146,6 +154,23 @@ extension ConnectionID {
         }
       }
     }
+  }
+
+  /// Why `rdma_create_qp` refused, once the id, domain and queue passed the
+  /// checks above. EINVAL then comes from the kernel's connection state: on
+  /// an id from a connection request, the request went stale (the peer gave
+  /// up, timed out or was rejected before it was served).
+  static func queuePairRefusal(errno code: Int32, capacity: QueuePairCapacity) -> VerbsError {
+    if code == EINVAL {
+      return VerbsError(
+        .invalidArgument, operation: "rdma_create_qp", errno: code,
+        message: "the connection is no longer in a state that takes a queue pair: for an id "
+          + "from a connection request, the request went stale (the peer gave up, timed out "
+          + "or was rejected before it was served); drop this id and take the next request")
+    }
+    return VerbsError(
+      .resourceExhausted, operation: "rdma_create_qp", errno: code,
+      message: "the device refused a queue pair with \(capacity)")
   }
 
   func device(for operation: String) throws(CMError) -> UnsafeMutablePointer<ibv_context> {

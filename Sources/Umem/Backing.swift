@@ -54,6 +54,8 @@ struct SmapsMapping {
   var kernelPageSize: UInt64 = 4096
   var anonHugeBytes: UInt64 = 0
   var thpEligible: Bool = false
+  /// `lo` in `VmFlags`: the mapping is locked (`mlock`, `mlockall`).
+  var locked: Bool = false
 
   /// The mappings that overlap `[start, end)`.
   static func read(overlapping start: UInt64, _ end: UInt64) throws(UmemError) -> [SmapsMapping] {
@@ -79,11 +81,17 @@ struct SmapsMapping {
       }
       guard current != nil else { continue }
       let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-      guard fields.count >= 2, let value = UInt64(fields[1]) else { continue }
+      if fields.first == "VmFlags:" {
+        current!.locked = fields.dropFirst().contains("lo")
+        continue
+      }
+      guard fields.count >= 2, let kib = UInt64(fields[1]) else { continue }
+      // Sizes are in KiB; a value too large for bytes is clamped, not trapped on.
+      let value = kib.multipliedReportingOverflow(by: 1024).overflow ? UInt64.max : kib * 1024
       switch fields[0] {
-      case "KernelPageSize:": current!.kernelPageSize = value * 1024
-      case "AnonHugePages:": current!.anonHugeBytes = value * 1024
-      case "THPeligible:": current!.thpEligible = value == 1
+      case "KernelPageSize:": current!.kernelPageSize = value
+      case "AnonHugePages:": current!.anonHugeBytes = value
+      case "THPeligible:": current!.thpEligible = kib == 1
       default: break
       }
     }
@@ -162,7 +170,9 @@ extension Umem {
     var cursor = lockStart
     var thpBytes: UInt64 = 0
     for mapping in mappings {
-      thpBytes += mapping.anonHugeBytes
+      thpBytes =
+        thpBytes.addingReportingOverflow(mapping.anonHugeBytes).overflow
+        ? .max : thpBytes + mapping.anonHugeBytes
       let lo = Swift.max(mapping.start, lockStart)
       let hi = Swift.min(mapping.end, lockEnd)
       if lo > cursor { add(cursor, lo - cursor, cpuPageSize, .base) }
@@ -171,11 +181,13 @@ extension Umem {
       } else {
         var at = lo
         while at < hi {
-          if at % huge == 0, at + huge <= hi, windowHeads.contains(at) {
+          // Distances, not sums, so the top 2 MiB of the address space is no special case.
+          let toWindowEnd = huge - at % huge
+          if toWindowEnd == huge, hi - at >= huge, windowHeads.contains(at) {
             add(at, huge, huge, .transparentHuge)
             at += huge
           } else {
-            let next = Swift.min(hi, (at / huge + 1) * huge)
+            let next = hi - at <= toWindowEnd ? hi : at + toWindowEnd
             add(at, next - at, cpuPageSize, .base)
             at = next
           }

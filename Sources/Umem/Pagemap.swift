@@ -82,13 +82,18 @@ struct PagemapDecoder {
   var page = 0
   var presentPages = 0
   var zeroFrames = 0
+  /// Frames at or above 2^52, which no 64-bit physical address has.
+  var impossibleFrames = 0
   var notPresent: [UInt64] = []
 
+  /// Decodes the pages of `[address, address + length)`. The range passed
+  /// ``Umem/check(address:length:access:)`` (non-empty, its page-aligned end
+  /// below 2^64), so none of this overflows.
   init(address: UInt64, length: UInt64) {
     self.address = address
     self.end = address + length
     self.lockStart = address & ~(cpuPageSize - 1)
-    let alignedEnd = (end + cpuPageSize - 1) & ~(cpuPageSize - 1)
+    let alignedEnd = (end + (cpuPageSize - 1)) & ~(cpuPageSize - 1)
     self.lastPage = Int((alignedEnd - lockStart) >> cpuPageShift) - 1
   }
 
@@ -118,6 +123,9 @@ struct PagemapDecoder {
       } else if frame == 0 {
         presentPages += 1
         zeroFrames += 1
+      } else if frame >= 1 << (64 - cpuPageShift) {
+        presentPages += 1
+        impossibleFrames += 1
       } else {
         presentPages += 1
         let (offset, length) = span(ofPage: page)
@@ -125,7 +133,9 @@ struct PagemapDecoder {
         if runLength != 0 && address == runAddress &+ runLength {
           runLength &+= length
         } else {
-          // Cannot fail: frames are below 2^55 and lengths are 1...4096.
+          // Cannot fail: the run lies inside the frames seen, all below
+          // 2^52, so its last byte is below 2^64; the runs add up to at most
+          // the umem's length.
           if runLength != 0 { try? list.append(address: runAddress, length: runLength) }
           runAddress = address
           runLength = length
@@ -143,9 +153,13 @@ struct PagemapDecoder {
       try? list.append(address: runAddress, length: runLength)
       runLength = 0
     }
-    let available = zeroFrames == 0
+    let available = zeroFrames == 0 && impossibleFrames == 0
     var reason: String? = nil
-    if !available {
+    if impossibleFrames != 0 {
+      reason =
+        "\(impossibleFrames) present pages read frame numbers of 2^52 or more from "
+        + "/proc/self/pagemap, which no 64-bit physical address has"
+    } else if !available {
       reason =
         hasCapability(Capability.sysAdmin)
         ? "\(zeroFrames) present pages read page frame 0 from /proc/self/pagemap"

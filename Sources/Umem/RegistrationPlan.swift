@@ -30,10 +30,16 @@ public struct RegistrationPlan: Sendable, Hashable, CustomStringConvertible {
   public var blockCount: UInt64 { iovaPlan.blockCount }
   /// The first byte's offset in its HCA page.
   public var dmaOffset: UInt64 { iovaPlan.dmaOffset }
-  /// Table bytes at the chosen size.
-  public var tableBytes: UInt64 { blockCount * Self.entryBytes }
-  /// Table bytes at 4 KiB pages.
-  public var tableBytesAt4K: UInt64 { entriesAt4K * Self.entryBytes }
+  /// Table bytes at the chosen size; `UInt64.max` when that does not fit
+  /// in 64 bits (pages of a few bytes over most of the address space).
+  public var tableBytes: UInt64 { Self.tableBytes(entries: blockCount) }
+  /// Table bytes at 4 KiB pages (below 2^55: at most 2^52 entries).
+  public var tableBytesAt4K: UInt64 { Self.tableBytes(entries: entriesAt4K) }
+
+  static func tableBytes(entries: UInt64) -> UInt64 {
+    let (bytes, overflow) = entries.multipliedReportingOverflow(by: entryBytes)
+    return overflow ? .max : bytes
+  }
 
   /// One line: page size, blocks and table bytes against 4 KiB.
   public var description: String {

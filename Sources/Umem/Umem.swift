@@ -59,15 +59,17 @@ public struct Umem: ~Copyable, ~Escapable {
     pinning buffer: borrowing UmemBuffer, offset: Int = 0, length: Int? = nil,
     access: MemoryAccess = .localWrite
   ) throws(UmemError) {
-    let count = length ?? (buffer.byteCount - offset)
-    guard offset >= 0, count >= 0, offset <= buffer.byteCount, count <= buffer.byteCount - offset
-    else {
+    // Offset first: with 0 <= offset <= byteCount, byteCount - offset cannot overflow.
+    let inside = offset >= 0 && offset <= buffer.byteCount
+    let count = length ?? (inside ? buffer.byteCount - offset : 0)
+    guard inside, count >= 0, count <= buffer.byteCount - offset else {
       throw UmemError(
         .invalidArgument, operation: "mlock", errno: EINVAL,
         message:
           "offset \(offset) and length \(count) fall outside the \(buffer.byteCount)-byte buffer",
         checkedBeforeCall: true)
     }
+    // Inside the mapped buffer, so this is a valid address.
     let start = buffer.address + UInt64(offset)
     let range = try Self.pin(address: start, length: UInt64(count), access: access)
     self.address = start
@@ -142,22 +144,39 @@ public struct Umem: ~Copyable, ~Escapable {
     let range = try check(address: address, length: length, access: access)
     let writable = isWritable(access)
     var failure: UmemError? = nil
-    let code = PinLedger.shared.acquire(range.start, range.end) { fresh in
-      if let error = checkLimit(adding: fresh.reduce(0) { $0 + ($1.1 - $1.0) }) {
+    let code = PinLedger.shared.acquire(range.start, range.end) { fresh, counted in
+      // Pages the application locked itself stay its own: not locked again
+      // (nor charged twice against the limit), never unlocked by unpin().
+      let status = ProcessStatus.current()
+      let lockedBefore = status.lockedBytes
+      var external: [(UInt64, UInt64)] = []
+      if lockedBefore > counted {
+        do throws(UmemError) {
+          external = try applicationLocked(in: fresh)
+        } catch {
+          failure = error
+          return PinLedger.LockOutcome(code: error.errno)
+        }
+      }
+      let toLock = PinLedger.subtracting(external, from: fresh)
+      if let error = checkLimit(adding: toLock.reduce(0) { $0 + ($1.1 - $1.0) }, own: status) {
         failure = error
-        return error.errno
+        return PinLedger.LockOutcome(code: error.errno)
       }
       var done: [(UInt64, UInt64)] = []
-      for (start, end) in fresh {
+      for (start, end) in toLock {
         let code = system_mlock(start, end - start)
         if code != 0 {
           for (s, e) in done { _ = system_munlock(s, e - s) }
           failure = mlockFailure(code, start: start, end: end)
-          return code
+          return PinLedger.LockOutcome(code: code)
         }
         done.append((start, end))
       }
-      return 0
+      let lockedAfter = done.isEmpty ? lockedBefore : ProcessStatus.current().lockedBytes
+      return PinLedger.LockOutcome(
+        code: 0, applicationLocked: external,
+        countedBytes: lockedAfter > lockedBefore ? lockedAfter - lockedBefore : 0)
     }
     if code != 0 {
       throw failure
@@ -215,8 +234,9 @@ public struct Umem: ~Copyable, ~Escapable {
         message: "address 0x\(String(address, radix: 16)) plus length \(length) overflows "
           + "the 64-bit address space", checkedBeforeCall: true)
     }
+    // Both checked just above.
     let start = address & ~(cpuPageSize - 1)
-    let alignedEnd = (end + cpuPageSize - 1) & ~(cpuPageSize - 1)
+    let alignedEnd = (end + (cpuPageSize - 1)) & ~(cpuPageSize - 1)
     let pages = (alignedEnd - start) >> cpuPageShift
     if pages > UInt64(UInt32.max) {
       throw UmemError(
@@ -229,10 +249,9 @@ public struct Umem: ~Copyable, ~Escapable {
 
   /// The memlock check, before `mlock`: a zero limit is EPERM, going over it
   /// is ENOMEM, both unless the process has `CAP_IPC_LOCK`.
-  static func checkLimit(adding bytes: UInt64) -> UmemError? {
+  /// `own` is this process's `/proc/self/status` (capability and VmLck), read once.
+  static func checkLimit(adding bytes: UInt64, own: ProcessStatus) -> UmemError? {
     guard bytes > 0, let soft = memlockSoftLimit() else { return nil }
-    // One read of /proc/self/status gives both the capability and VmLck.
-    let own = ProcessStatus.current()
     guard !own.has(capability: ProcessStatus.ipcLock) else { return nil }
     let advice =
       "Raise the limit (ulimit -l, or memlock in /etc/security/limits.conf), "
@@ -243,7 +262,8 @@ public struct Umem: ~Copyable, ~Escapable {
         message: "the process may not lock memory: \(MemoryLockStatus.current()). \(advice)",
         checkedBeforeCall: true)
     }
-    if own.lockedBytes + bytes > soft {
+    // Compared as a difference: VmLck is clamped to UInt64.max if ever unreadable as bytes.
+    if bytes > soft || own.lockedBytes > soft - bytes {
       return UmemError(
         .memoryLockLimit, operation: "mlock", errno: ENOMEM,
         message: "locking \(bytes / 1024) KiB more would exceed the locked-memory limit "
@@ -290,15 +310,32 @@ public struct Umem: ~Copyable, ~Escapable {
     }
   }
 
-  /// Drops this umem's hold and unlocks the pages nobody holds any more.
+  /// Drops this umem's hold and unlocks the pages nobody holds any more,
+  /// except those the application had locked itself.
   static func unpin(_ start: UInt64, _ end: UInt64) -> Int32 {
     PinLedger.shared.release(start, end) { freed in
+      guard !freed.isEmpty else { return (0, 0) }
+      let before = ProcessStatus.current().lockedBytes
       var first: Int32 = 0
       for (s, e) in freed {
         let code = system_munlock(s, e - s)
         if first == 0 { first = code }
       }
-      return first
+      let after = ProcessStatus.current().lockedBytes
+      return (first, before > after ? before - after : 0)
     }
+  }
+
+  /// The parts of `ranges` in mappings the process has locked (`lo` in
+  /// `/proc/self/smaps`' `VmFlags`). Read only when `VmLck` shows more
+  /// locked memory than the umems locked themselves.
+  static func applicationLocked(in ranges: [(UInt64, UInt64)]) throws(UmemError)
+    -> [(UInt64, UInt64)]
+  {
+    guard let low = ranges.first?.0, let high = ranges.last?.1 else { return [] }
+    let locked = try SmapsMapping.read(overlapping: low, high).filter(\.locked)
+    guard !locked.isEmpty else { return [] }
+    let unlocked = PinLedger.subtracting(locked.map { ($0.start, $0.end) }, from: ranges)
+    return PinLedger.subtracting(unlocked, from: ranges)
   }
 }

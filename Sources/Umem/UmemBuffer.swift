@@ -49,7 +49,8 @@ public struct UmemBuffer: ~Copyable {
   /// Maps `byteCount` zeroed bytes with `backing`. The C functions are
   /// `mmap` and `madvise`.
   ///
-  /// - Throws: ``UmemError/Code/invalidArgument`` for a zero size,
+  /// - Throws: ``UmemError/Code/invalidArgument`` for a zero size or one
+  ///   that overflows when rounded up to the backing's pages (`EOVERFLOW`),
   ///   ``UmemError/Code/hugePagesUnavailable`` when hugetlbfs has too few
   ///   free pages of the size (the message gives the pool's counts and how
   ///   to reserve more).
@@ -71,11 +72,17 @@ public struct UmemBuffer: ~Copyable {
         message: "a buffer needs at least one byte", checkedBeforeCall: true)
     }
     let alignment = backing.alignment
+    // THP mappings are over-allocated by one alignment so the start can be
+    // aligned: both the rounding and that slack must fit.
+    let slack = backing == .transparentHuge ? alignment : 0
     let (padded, o1) = byteCount.addingReportingOverflow(alignment - 1)
-    guard !o1 else {
+    let (_, o2) = (padded & ~(alignment - 1)).addingReportingOverflow(slack)
+    guard !o1 && !o2 else {
       throw UmemError(
         .invalidArgument, operation: "mmap", errno: EOVERFLOW,
-        message: "\(byteCount) bytes cannot be allocated", checkedBeforeCall: true)
+        message: "\(byteCount) bytes, rounded up to a multiple of \(alignment) for "
+          + "\(backing.rawValue) pages, do not fit in the address space; allocate less",
+        checkedBeforeCall: true)
     }
     let rounded = padded & ~(alignment - 1)
     switch backing {
@@ -92,6 +99,7 @@ public struct UmemBuffer: ~Copyable {
       }
     case .pages, .transparentHuge:
       let extra = alignment > 4096 ? alignment : 0
+      // Checked above (extra == slack).
       let total = rounded + extra
       let raw: UnsafeMutableRawPointer
       switch system_mmapAnonymous(total, extraFlags: 0) {
@@ -102,6 +110,7 @@ public struct UmemBuffer: ~Copyable {
           .other, operation: "mmap", errno: code,
           message: "could not map \(total) bytes of anonymous memory")
       }
+      // The mapping holds `total` bytes from `start`, so these stay inside it.
       let start = UInt(bitPattern: raw)
       let aligned = (start + UInt(alignment - 1)) & ~UInt(alignment - 1)
       let head = Int(aligned - start)
@@ -141,6 +150,7 @@ public struct UmemBuffer: ~Copyable {
   /// how much of it is transparent huge pages (`AnonHugePages`), from
   /// `/proc/self/smaps`. Faulted-in pages only: pin first.
   public func obtained() throws(UmemError) -> Obtained {
+    // The mapping exists, so its end is a valid address.
     let mappings = try SmapsMapping.read(overlapping: address, address + UInt64(mappedLength))
     return Obtained(
       requested: backing,

@@ -102,6 +102,12 @@ extension Umem {
           + "not this umem's 0x\(String(address, radix: 16)) (+\(length))", checkedBeforeCall: true)
     }
     let phyrs = try layout.requirePhyrs(for: "verify")
+    guard phyrs.totalLength == length else {
+      throw UmemError(
+        .invalidArgument, operation: "verify", errno: 22,
+        message: "the layout's phyrs hold \(phyrs.totalLength) bytes, not this umem's \(length); "
+          + "verify a layout that resolve() returned", checkedBeforeCall: true)
+    }
     let expected = Self.expectedFrames(phyrs, address: address, length: length)
     let reader = try PagemapReader()
     var moves: [PageMove] = []
@@ -109,7 +115,9 @@ extension Umem {
     let start = lockStart
     try reader.forEachBatch(firstPage: lockStart >> cpuPageShift, count: pageCount) { entries in
       for entry in entries {
-        let want = expected[page]
+        // A list that adds up to the length has a frame for every page;
+        // anything else reads as moved rather than trapping.
+        let want = page < expected.count ? expected[page] : 0
         let present = entry & PagemapEntry.present != 0
         let frame = entry & PagemapEntry.frameMask
         if !present || frame != want {

@@ -54,6 +54,16 @@ import Verbs
     #expect(error.description == verbs.description)
   }
 
+  /// Issue 10, cause 10: a stale connection request is not "one QP per id".
+  @Test func cause10StaleRequestIsNamedAsSuch() {
+    let stale = ConnectionID.queuePairRefusal(errno: EINVAL, capacity: QueuePairCapacity())
+    #expect(stale.message.contains("request went stale"), "\(stale)")
+    #expect(!stale.message.contains("only one QP"))
+    #expect(stale.operation == "rdma_create_qp" && stale.errno == EINVAL)
+    let full = ConnectionID.queuePairRefusal(errno: ENOMEM, capacity: QueuePairCapacity())
+    #expect(full.code == .resourceExhausted && full.message.contains("refused a queue pair"))
+  }
+
   @Test func explanationsNameTheCause() {
     func event(_ kind: CMEvent.Kind, _ status: Int32) -> CMEvent {
       CMEvent(kind: kind, status: status)

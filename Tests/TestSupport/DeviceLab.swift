@@ -73,6 +73,8 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
 public func expectNoLeaks(
   _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) rethrows {
+  TestTools.descriptorLock.lock()
+  defer { TestTools.descriptorLock.unlock() }
   let before = ResourceSnapshot.take()
   try body()
   let after = ResourceSnapshot.take()

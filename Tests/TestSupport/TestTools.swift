@@ -8,7 +8,14 @@ public enum TestTools {
     return bundle.deletingLastPathComponent().appendingPathComponent(name).path
   }
 
+  /// Held while a child runs and while ``expectNoLeaks(_:sourceLocation:_:)``
+  /// counts: a child's pipes are descriptors of this process, which a leak
+  /// check in a suite running in parallel would otherwise count.
+  public static let descriptorLock = NSRecursiveLock()
+
   public static func run(_ arguments: [String]) -> (status: Int32, stdout: String, stderr: String) {
+    descriptorLock.lock()
+    defer { descriptorLock.unlock() }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments

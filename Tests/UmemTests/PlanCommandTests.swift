@@ -1,3 +1,4 @@
+import Foundation
 import TestSupport
 import Testing
 
@@ -61,5 +62,109 @@ import Testing
         + extra)
     #expect(result.status == 2, "\(result.stdout) \(result.stderr)")
     #expect(result.stderr.contains(argument), "\(result.stderr)")
+  }
+
+  @Test func cause4EmptyPageSizeBitmapExitsTwo() {
+    let result = plan([
+      "--address", "0x1000", "--length", "0x1000", "--iova", "auto", "--page-sizes", "0",
+      "--phyr", "0x1000:0x1000",
+    ])
+    #expect(result.status == 2)
+    #expect(result.stderr.contains("--page-sizes: 0 offers no page size"), "\(result.stderr)")
+  }
+
+  @Test func cause5AutoIOVANamesTheRunBoundary() {
+    let result = plan([
+      "--address", "0xc00000", "--length", "0x800000", "--iova", "auto",
+      "--page-sizes", "0xfffff000", "--phyr", "0xc00000:0x400000", "--phyr", "0x1400000:0x400000",
+    ])
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(
+      result.stdout.contains("limited by     run 1 starts on a boundary aligned only to 4M"),
+      "\(result.stdout)")
+  }
+
+  @Test func cause6PhyrEndingAtTheTopIsAccepted() {
+    let result = plan([
+      "--address", "0x1000", "--length", "0x2000", "--iova", "0x1000", "--page-sizes",
+      "0xfffff000", "--phyr", "0xfffffffffffff000:0x1000", "--phyr", "0x0:0x1000", "--json",
+      "--blocks",
+    ])
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stdout.contains(#""blocks":["0xffffffffffffe000","0x0"]"#), "\(result.stdout)")
+    // Still an overlap when a range lies inside one that ends at the top.
+    let overlap = plan([
+      "--address", "0x1000", "--length", "0x2000", "--iova", "0x1000", "--page-sizes",
+      "0xfffff000", "--phyr", "0xffffffffffffe000:0x2000", "--phyr", "0xfffffffffffff000:0x1000",
+    ])
+    #expect(overlap.status == 2 && overlap.stderr.contains("overlaps"), "\(overlap.stderr)")
+  }
+
+  /// 50,000 phyrs, one a line, as a file, on standard input, and as inspect's JSON.
+  @Test func cause7FiftyThousandPhyrsFromAFileAreFast() throws {
+    let count = 50_000
+    let pairs = (0..<count).map { (UInt64(0x1_0000_0000) + UInt64($0) * 0x2000, UInt64(0x1000)) }
+    let text = pairs.map { "0x\(String($0.0, radix: 16)):0x1000" }.joined(separator: "\n")
+    let directory = FileManager.default.temporaryDirectory
+    let file = directory.appendingPathComponent("umem-plan-\(getpid()).txt")
+    try ("# inspect's layout, one ADDR:LEN a line\n" + text + "\n").write(
+      to: file, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let common = [
+      "--address", "0x1000", "--length", "0x\(String(count * 0x1000, radix: 16))", "--iova",
+      "auto", "--page-sizes", "0xfffff000", "--json",
+    ]
+    let clock = ContinuousClock()
+    let start = clock.now
+    let result = plan(common + ["--phyrs-file", file.path])
+    #expect(clock.now - start < .seconds(20))
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stdout.contains(#""blockCount":50000"#), "\(result.stdout)")
+    // The same through standard input.
+    let piped = TestTools.run(
+      ["/bin/sh", "-c", "\"$0\" plan \"$@\" < \"\(file.path)\"", umem] + common + [
+        "--phyrs-file", "-",
+      ])
+    #expect(piped.status == 0 && piped.stdout == result.stdout, "\(piped.stderr)")
+    // inspect's JSON stands in for --address, --length and --page-sizes.
+    let json = directory.appendingPathComponent("umem-plan-\(getpid()).json")
+    let phyrs = pairs.map { "[\"0x\(String($0.0, radix: 16))\",\"0x1000\"]" }
+    try
+      (#"{"address":"0x1000","length":"0x\#(String(count * 0x1000, radix: 16))","#
+      + #""pageSizes":"0xfffff000","phyrs":[\#(phyrs.joined(separator: ","))]}"#)
+      .write(to: json, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: json) }
+    let fromJSON = plan(["--iova", "auto", "--json", "--phyrs-file", json.path])
+    #expect(fromJSON.status == 0 && fromJSON.stdout == result.stdout, "\(fromJSON.stderr)")
+  }
+
+  @Test func cause7TooManyInlinePhyrsPointToTheFile() {
+    let many = (0..<1001).flatMap {
+      ["--phyr", "0x\(String(0x1_0000_0000 + $0 * 0x2000, radix: 16)):0x1000"]
+    }
+    let result = plan(["--address", "0x1000", "--length", "0x1000"] + many)
+    #expect(result.status == 2)
+    #expect(result.stderr.contains("--phyrs-file"), "\(result.stderr)")
+  }
+
+  @Test(arguments: [
+    ("0x1000:0x1000\nnot a phyr\n", "line 2"),
+    ("", "holds no ADDR:LEN line"),
+    (#"{"phyrs":null,"unavailableReason":"no CAP_SYS_ADMIN"}"#, "no CAP_SYS_ADMIN"),
+    (#"{"phyrs":[["0x1000"]]}"#, "phyrs[0]"),
+    (#"{"phyrs":[["0x1000","0x0"]]}"#, "length 0"),
+    ("{", "is not the JSON"),
+  ])
+  func cause7BadPhyrsFilesExitTwo(text: String, message: String) throws {
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "umem-plan-bad-\(getpid())-\(abs(text.hashValue)).txt")
+    try text.write(to: file, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let result = plan([
+      "--address", "0x1000", "--length", "0x1000", "--iova", "auto", "--page-sizes",
+      "0xfffff000", "--phyrs-file", file.path,
+    ])
+    #expect(result.status == 2, "\(result.stdout)")
+    #expect(result.stderr.contains(message), "\(result.stderr)")
   }
 }

@@ -4,7 +4,9 @@
 # Smoke test of `umem inspect` on a real rxe device: pin, resolve, plan and
 # register an 8 MiB buffer of plain pages and one of THP, as JSON. Passes when
 # both exit 0 and each JSON object carries a non-empty phyr list whose lengths
-# add up to the buffer, plus the plan and the registration's keys.
+# add up to the buffer, plus the plan and the registration's keys, and when
+# `umem plan --phyrs-file` given that JSON (through standard input) plans it
+# the same way.
 set -euo pipefail
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 out=${UMEM_OUT:-/tmp}
@@ -27,5 +29,14 @@ print(f"  {len(phyrs)} runs, largest {r['largestRun']}, page size {r['pageSize']
       f"{r['blockCount']} blocks, table {r['tableBytes']} B vs {r['tableBytes4K']} B at 4K, "
       f"THP {r['obtained']['transparentHugeBytes'] >> 20} MiB, "
       f"register {reg['registerNanoseconds'] / 1e6:.2f} ms, plan +{reg['planOverheadPercent']:.1f}%")
+PY
+  echo "+ umem plan --iova auto --phyrs-file - --json < inspect-$backing.json"
+  "$bin/umem" plan --iova auto --phyrs-file - --json <"$out/inspect-$backing.json" >"$out/plan-$backing.json"
+  python3 - "$out/inspect-$backing.json" "$out/plan-$backing.json" <<'PY'
+import json, sys
+inspect, plan = (json.load(open(p)) for p in sys.argv[1:3])
+keys = ("pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset")
+assert all(inspect[k] == plan[k] for k in keys), (inspect, plan)
+print(f"  umem plan from the phyrs file: the same page size, blocks and iova")
 PY
 done

@@ -1,0 +1,62 @@
+import TestSupport
+import Testing
+import ToolSupport
+
+/// Issue 10, cause 8: one size parser for every tool, and rdma-perf's empty
+/// selections are usage errors.
+@Suite struct SizeParserTests {
+  @Test(
+    arguments: [
+      ("4096", 4096), ("0x1000", 4096), ("0X1000", 4096), ("0x7f00_0000_0000", 0x7f00_0000_0000),
+      ("64K", 64 << 10), ("64k", 64 << 10), ("64KiB", 64 << 10), ("2MiB", 2 << 20),
+      ("16m", 16 << 20), ("1G", 1 << 30), ("1gib", 1 << 30), ("3T", 3 << 40), ("0x10M", 16 << 20),
+      ("18446744073709551615", UInt64.max), ("0xffffffffffffffff", UInt64.max),
+    ] as [(String, UInt64)])
+  func sizesParse(text: String, value: UInt64) {
+    #expect(parseSize(text) == value)
+  }
+
+  @Test(arguments: [
+    "", " ", "K", "ib", "4ib", "0x", "0x_", "_", "-1", "+1", "1.5K", "4 K", "4KB", "0x1g0",
+    "18446744073709551616", "0x10000000000000000", "16777216T", "0xffffffffffffffffK", "١٢",
+  ])
+  func badSizesAreNil(text: String) {
+    #expect(parseSize(text) == nil)
+  }
+
+  @Test func numbersTakeNoSuffix() {
+    #expect(parseNumber("4K") == nil)
+    #expect(parseNumber("0x1b") == 0x1b)
+    #expect(parseNumber("1_000") == 1000)
+    #expect(parseNumber("0b101") == nil)
+  }
+
+  @Test func hexRoundTrips() {
+    for value: UInt64 in [0, 1, 0xfff, 1 << 63, .max] {
+      #expect(parseNumber(hex(value)) == value)
+      #expect(parseSize(hex(value)) == value)
+    }
+  }
+
+  let perf = TestTools.executable("rdma-perf")
+
+  /// The client checks its arguments before it connects, so these need no
+  /// device or server (exit 64 is ArgumentParser's usage error).
+  @Test(arguments: [
+    ["--sizes", ""], ["-s", ",,"], ["--sizes", "64,,4K"], ["--tests", ""], ["--tests", ","],
+    ["--sizes", "2G"], ["--sizes", "0"], ["-n", "1"], ["-n", "9223372036854775807"],
+  ])
+  func emptyOrOutOfRangeSelectionsAreUsageErrors(extra: [String]) {
+    let result = TestTools.run([perf, "client", "-a", "127.0.0.1"] + extra)
+    #expect(result.status == 64, "\(result.stdout) \(result.stderr)")
+    #expect(result.stderr.contains("Error:"), "\(result.stderr)")
+  }
+
+  @Test func aOneGiBSizeIsAccepted() {
+    // 1G passes validation; the run then fails to connect (nothing listens), not with a usage error.
+    let result = TestTools.run(
+      [perf, "client", "-a", "127.0.0.1", "-p", "1", "--sizes", "1G", "--tests", "write-bw"])
+    #expect(result.status != 64, "\(result.stderr)")
+    #expect(!result.stderr.contains("must be 1 byte to 1 GiB"), "\(result.stderr)")
+  }
+}
