@@ -1,9 +1,9 @@
 import Foundation
 import TestSupport
 import Testing
+import UmemSystem
 
 @testable import Verbs
-import UmemSystem
 
 /// Device tests: they run against a real RDMA device (rxe under `ci/rxe`).
 /// Serialized, because the leak checks count this process's resources.
