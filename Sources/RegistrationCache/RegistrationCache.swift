@@ -51,7 +51,7 @@ import Verbs
 /// still fails with ENOMEM evicts every idle entry and retries once.
 public final class RegistrationCache: @unchecked Sendable {
   // @unchecked: `index` is read under `lock`'s read side and written under
-  // its write side; `frameCheck` is immutable; everything else is atomic or
+  // its write side, `closed` only under the write side; `frameCheck` is immutable; everything else is atomic or
   // immutable.
   /// The domain registrations are made in; nil for a test registrar.
   public let domain: SharedProtectionDomain?
@@ -65,6 +65,7 @@ public final class RegistrationCache: @unchecked Sendable {
   private let frameCheck: FrameCheck?
   private let pageSize: Int
   private let enforcedByKernel: Bool
+  private var closed = false
 
   /// A cache over `domain`. The monitor thread (when `monitor` is
   /// `.userfaultfd` and the kernel allows it) starts now and stops with
@@ -106,10 +107,13 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// Stops the monitor and drops every cached entry (those in use are
   /// deregistered when their last handle goes). Lookups afterwards still
-  /// work, without a monitor.
+  /// register, but nothing is cached any more (nothing would watch it).
   public func close() {
-    monitor?.stop()
-    lock.withWriteLock { dropAll(cause: .explicit) }
+    lock.withWriteLock {
+      closed = true
+      monitor?.stop()
+      dropAll(cause: .explicit)
+    }
   }
 
   /// What the cache has done and holds now.
@@ -268,7 +272,8 @@ public final class RegistrationCache: @unchecked Sendable {
     makeRoom(for: length)
     // Watch before registering: an unmap between the two is then seen
     // (and drops the entry on the next lookup) instead of missed.
-    let watched = monitor.map { $0.watch(start: start, length: UInt64(length)) == nil } ?? true
+    let watched =
+      !closed && (monitor.map { $0.watch(start: start, length: UInt64(length)) == nil } ?? true)
     let registered: RegisteredMemory
     do {
       registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)

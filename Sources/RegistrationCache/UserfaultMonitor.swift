@@ -34,7 +34,8 @@ internal import UmemSystem
 /// its pages' VMA; events for uncached ranges are simply ignored.
 final class UserfaultMonitor: @unchecked Sendable {
   // @unchecked: `events` is touched only by the monitor thread; `thread`
-  // only by start() and stop(), which the cache calls once each.
+  // and `running` only by start(), stop() and watch(), which the cache
+  // calls under its write lock (or from deinit).
   let fd: Int32
   let userModeOnly: Bool
   let ring: InvalidationRing
@@ -88,16 +89,13 @@ final class UserfaultMonitor: @unchecked Sendable {
     events = .allocate(capacity: Int(Self.batch))
   }
 
-  deinit {
-    close(fd)
-    close(wakeFD)
-    events.deallocate()
-  }
+  deinit { events.deallocate() }
 
   /// Watches `[start, start + length)` for UNMAP, REMOVE and REMAP events.
   /// Returns nil, or the errno of `UFFDIO_REGISTER`. The C call is
   /// `ioctl(UFFDIO_REGISTER)` with `UFFDIO_REGISTER_MODE_WP`.
   func watch(start: UInt64, length: UInt64) -> Int32? {
+    guard running else { return EBADF }  // stopped: nothing can be watched
     let result = CUFFD_register(fd, start, length, UInt64(CUFFD_REGISTER_MODE_WP))
     return result == 0 ? nil : -result
   }
@@ -119,7 +117,9 @@ final class UserfaultMonitor: @unchecked Sendable {
     return nil
   }
 
-  /// Stops the thread and waits for it. Call once.
+  /// Stops the thread, waits for it, and closes the descriptors (which
+  /// unwatches every range). The cache calls it once, from ``close()`` or
+  /// `deinit`, under its write lock or with no other user left.
   func stop() {
     guard running else { return }
     running = false
@@ -127,6 +127,8 @@ final class UserfaultMonitor: @unchecked Sendable {
     var one: UInt64 = 1
     _ = write(wakeFD, &one, 8)
     pthread_join(thread, nil)
+    close(fd)
+    close(wakeFD)
   }
 
   /// The thread: wait, read, queue. No allocation and no lock in this loop.
