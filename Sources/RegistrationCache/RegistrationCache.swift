@@ -173,7 +173,12 @@ public final class RegistrationCache: @unchecked Sendable {
         return CachedRegistration(entry)
       }
       entry.release()
-      lock.withWriteLock { drop(entry, cause: .staleFrames) }
+      lock.withWriteLock {
+        // Pages replaced since the hit was taken may have been reported
+        // already: then the monitor did its job and this is a plain miss.
+        applyPendingInvalidations()
+        if !entry.isDetached { drop(entry, cause: .staleFrames) }
+      }
     }
     return try miss(start: address, end: end, access: access, tick: tick)
   }
