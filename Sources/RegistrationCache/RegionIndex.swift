@@ -23,13 +23,20 @@ struct RegionIndex<Value> {
   ///
   /// - Complexity: O(log n).
   func lastStarting(atOrBelow address: UInt64) -> Int? {
-    var low = 0
-    var high = starts.count
-    while low < high {
-      let middle = (low + high) >> 1  // both below Int.max / 2: array counts
-      if starts[middle] <= address { low = middle + 1 } else { high = middle }
+    starts.withUnsafeBufferPointer { keys in
+      // Branch-free halving (the compare becomes a conditional move): a
+      // hit at random addresses then pays cache misses, not mispredicted
+      // branches, about 14 times at 10,000 ranges.
+      var remaining = keys.count
+      guard remaining > 0 else { return nil }
+      var base = 0
+      while remaining > 1 {
+        let half = remaining >> 1
+        base = keys[base + half] <= address ? base + half : base
+        remaining -= half
+      }
+      return keys[base] <= address ? base : nil
     }
-    return low == 0 ? nil : low - 1
   }
 
   /// The position of the range that contains all of `[start, end)`.
@@ -78,8 +85,11 @@ struct RegionIndex<Value> {
   ///
   /// - Complexity: O(n) for the shift.
   @discardableResult
-  mutating func remove(_ positions: Range<Int>) -> ArraySlice<Value> {
-    let removed = values[positions]
+  mutating func remove(_ positions: Range<Int>) -> [Value] {
+    guard !positions.isEmpty else { return [] }
+    // A copy, not a slice: a slice would share the buffer and make the
+    // removals below copy the whole array.
+    let removed = Array(values[positions])
     starts.removeSubrange(positions)
     ends.removeSubrange(positions)
     values.removeSubrange(positions)
