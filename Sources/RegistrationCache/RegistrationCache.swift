@@ -60,6 +60,10 @@ public final class RegistrationCache: @unchecked Sendable {
   let counters = CacheCounters()
   private let lock = ReaderWriterLock()
   private var index = RegionIndex<CacheEntry>()
+  /// Ranges the monitor is known to watch (under the write lock): a miss
+  /// inside one skips the `UFFDIO_REGISTER` call. Forgotten on UNMAP and
+  /// REMAP events, whose new mappings are not watched.
+  private var watchedRanges = RegionIndex<Void>()
   let monitor: UserfaultMonitor?
   let monitorState: CacheMonitor
   private let frameCheck: FrameCheck?
@@ -277,8 +281,7 @@ public final class RegistrationCache: @unchecked Sendable {
     makeRoom(for: length)
     // Watch before registering: an unmap between the two is then seen
     // (and drops the entry on the next lookup) instead of missed.
-    let watched =
-      !closed && (monitor.map { $0.watch(start: start, length: UInt64(length)) == nil } ?? true)
+    let watched = !closed && ensureWatched(start: start, end: end)
     let registered: RegisteredMemory
     do {
       registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)
@@ -310,6 +313,34 @@ public final class RegistrationCache: @unchecked Sendable {
       entry.detach()
     }
     return entry
+  }
+
+  /// Whether the monitor watches `[start, end)` (always true without a
+  /// monitor: then the application invalidates). Watches the 2 MiB-aligned
+  /// block around it when the kernel accepts that (all of it anonymous and
+  /// mapped), so neighbouring buffers cost no further `UFFDIO_REGISTER`
+  /// (about 5 us and a VMA split each), else exactly the range.
+  private func ensureWatched(start: UInt64, end: UInt64) -> Bool {
+    guard let monitor else { return true }
+    if watchedRanges.covering(start: start, end: end) != nil { return true }
+    let block: UInt64 = 1 << 21
+    let blockStart = start & ~(block - 1)
+    // `end` is at least a page below the top (checked by the miss).
+    let blockEnd = end <= UInt64.max - (block - 1) ? (end + block - 1) & ~(block - 1) : end
+    var attempts = [(blockStart, blockEnd)]
+    if blockStart != start || blockEnd != end { attempts.append((start, end)) }
+    for (s, e) in attempts where monitor.watch(start: s, length: e - s) == nil {
+      let overlaps = watchedRanges.overlapping(start: s, end: e)
+      var union = (start: s, end: e)
+      for position in overlaps {
+        let range = watchedRanges.range(at: position)
+        union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
+      }
+      watchedRanges.remove(overlaps)
+      watchedRanges.insert(start: union.start, end: union.end, value: ())
+      return true
+    }
+    return false
   }
 
   private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
@@ -390,10 +421,17 @@ public final class RegistrationCache: @unchecked Sendable {
     let lost = monitor.ring.drain { slot in
       invalidate(start: slot.start, end: slot.end, cause: slot.cause)
     }
-    if lost { dropAll(cause: .monitorOverflow) }
+    if lost {
+      // Lost events may have unmapped watched ranges too.
+      watchedRanges = RegionIndex()
+      dropAll(cause: .monitorOverflow)
+    }
   }
 
   private func invalidate(start: UInt64, end: UInt64, cause: InvalidationCause) {
+    if cause == .unmap || cause == .remap {
+      watchedRanges.remove(watchedRanges.overlapping(start: start, end: end))
+    }
     let positions = index.overlapping(start: start, end: end)
     for entry in index.remove(positions) { detach(entry, cause: cause) }
   }

@@ -117,8 +117,8 @@ final class UserfaultMonitor: @unchecked Sendable {
     return nil
   }
 
-  /// Stops the thread, waits for it, and closes the descriptors (which
-  /// unwatches every range). The cache calls it once, from ``close()`` or
+  /// Stops the thread (which closes the userfaultfd, unwatching every
+  /// range), waits for it, and closes the wake-up descriptor. The cache calls it once, from ``close()`` or
   /// `deinit`, under its write lock or with no other user left.
   func stop() {
     guard running else { return }
@@ -127,8 +127,7 @@ final class UserfaultMonitor: @unchecked Sendable {
     var one: UInt64 = 1
     _ = write(wakeFD, &one, 8)
     pthread_join(thread, nil)
-    close(fd)
-    close(wakeFD)
+    close(wakeFD)  // the thread closed `fd` itself
   }
 
   /// The thread: wait, read, queue. No allocation and no lock in this loop.
@@ -147,6 +146,11 @@ final class UserfaultMonitor: @unchecked Sendable {
       }
       ring.producing.store(false, ordering: .sequentiallyConsistent)
     }
+    // Closed here, by this thread, not after the join: a thread that exits
+    // gives its stack back with madvise(MADV_DONTNEED), and when that stack
+    // lies in a watched range the REMOVE event would wait for a reader,
+    // this very thread. Closing unwatches every range first.
+    close(fd)
   }
 
   private func handle(_ event: CUFFD_event) {

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 import Verbs
 
@@ -79,10 +80,11 @@ import Verbs
   @Test(.enabled(if: monitored)) func mremapMovingARegionMisses() throws {
     let (cache, counting) = countingCache(monitor: .userfaultfd)
     let length = 4 * page
-    let address = mapAnonymous(length)
+    let address = mapAnonymous(length + page)
     try cache.lookup(address: address, length: length).release()
-    // Grow it so the kernel must move it (a hole is reserved right after).
-    let blocker = mapAnonymous(page, at: address + UInt64(length))
+    // The page after the range, part of the same mapping (a MAP_FIXED
+    // there could clobber someone else's memory): growing must move.
+    let blocker = address + UInt64(length)
     let moved = GNU.mremap(
       UnsafeMutableRawPointer(bitPattern: UInt(address)), length, 64 * page, GNU.mayMove)
     #expect(moved != MAP_FAILED)
@@ -209,5 +211,54 @@ import Verbs
     #expect(s.invalidations[.monitorOverflow] ?? 0 >= 1)
     #expect(s.misses == 8)  // even `keep` was dropped: safe, never stale
     unmap(keep, page)
+  }
+}
+
+/// Found with `umem cache-bench`: watching 2 MiB blocks can cover thread
+/// stacks (mmap puts them next to buffers). A thread that exits gives its
+/// stack back with MADV_DONTNEED, which waits for the monitor to read the
+/// REMOVE event; when the exiting thread was the monitor itself (at
+/// close), it waited for itself. Closing must finish.
+@Suite(.serialized) struct MonitorCloseTests {
+  @Test(.enabled(if: MonitorHostTests.monitored)) func closeFinishesWhenThreadStacksAreWatched()
+    throws
+  {
+    for _ in 0..<3 {
+      // The buffer first: the monitor thread's stack is then mapped just
+      // below it, inside the first buffer page's 2 MiB block.
+      let length = 4096 * page
+      let address = mapAnonymous(length)
+      let (cache, _) = countingCache(
+        limits: CacheLimits(maxEntries: 5000), monitor: .userfaultfd)
+      // Threads whose stacks land next to the buffer, and exit.
+      runOnThreads(4) { t in
+        for i in stride(from: t, to: 4096, by: 4) {
+          _ = try? cache.lookup(address: address + UInt64(i * page), length: page).release()
+        }
+      }
+      let closed = Atomic<Bool>(false)
+      Thread.detachNewThread {
+        cache.close()
+        closed.store(true, ordering: .releasing)
+      }
+      let deadline = ContinuousClock.now + .seconds(5)
+      while !closed.load(ordering: .acquiring) && ContinuousClock.now < deadline { usleep(1000) }
+      let finished = closed.load(ordering: .acquiring)
+      #expect(finished, "close() did not finish within 5 s")
+      if !finished { return }
+      unmap(address, length)
+    }
+  }
+
+  /// The reproduction: `umem cache-bench` hung in close() before the
+  /// monitor closed its descriptor itself (its buffer is mapped before the
+  /// cache, so the monitor's stack lies next to it).
+  @Test(.enabled(if: MonitorHostTests.monitored)) func cacheBenchCountingFinishes() {
+    let result = TestTools.run([
+      "timeout", "120", TestTools.executable("umem"), "cache-bench", "--registrar", "counter",
+      "--regions", "10000", "--lookups", "100000", "--json",
+    ])
+    #expect(result.status == 0, "exit \(result.status) (124: hung): \(result.stderr)")
+    #expect(result.stdout.contains("\"hits\":100000"))
   }
 }

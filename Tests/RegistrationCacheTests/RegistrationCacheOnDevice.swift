@@ -126,12 +126,15 @@ struct RegistrationCacheOnDevice {
     try expectNoLeaks("mremap") {
       let lab = try Lab()
       let length = 16 * page
-      let address = mapAnonymous(length)
+      let address = mapAnonymous(length + page)
       Self.fill(address, length, with: 0x55)
       try lab.cache.lookup(address: address, length: length, access: Self.readable).release()
-      let blocker = mapAnonymous(page, at: address + UInt64(length))
+      // The page after the range, part of the same mapping (a MAP_FIXED
+      // there could clobber someone else's memory): growing must move.
+      let blocker = address + UInt64(length)
       let moved = GNU.mremap(
         UnsafeMutableRawPointer(bitPattern: UInt(address)), length, 64 * page, GNU.mayMove)
+      #expect(moved != MAP_FAILED)
       let newAddress = UInt64(UInt(bitPattern: moved))
       #expect(newAddress != address)
       #expect(mapAnonymous(length, at: address) == address)
