@@ -308,7 +308,7 @@ struct RegistrationCacheOnDevice {
   /// (and invalidates some explicitly); every hit is checked against the
   /// page frames (the cache's frame check, as root): zero stale hits.
   @Test func eightThreadsConcurrentInvalidationsNoStaleHits() throws {
-    let lookups = Int(ProcessInfo.processInfo.environment["UMEM_CACHE_LOOKUPS"] ?? "") ?? 3000
+    let lookups = Int(ProcessInfo.processInfo.environment["UMEM_CACHE_TEST_LOOKUPS"] ?? "") ?? 2000
     try expectNoLeaks("8 threads") {
       let lab = try Lab(limits: CacheLimits(maxEntries: 2000, checkFramesOnHit: true))
       let buffers = 1000
