@@ -20,14 +20,14 @@ struct CacheBench: ParsableCommand {
   @Option(help: "Device name (default: the first device).") var device: String?
   @Option(
     help:
-      "verbs: real registrations (ibv_reg_mr). counter: registration replaced by a counter, to time the index alone (no device needed)."
+      "verbs: real registrations (ibv_reg_mr). counter: registration replaced by a counter, to time the cache without a device. index: the lookup structure alone (searches only, no lock or handles)."
   )
   var registrar: RegistrarKind = .verbs
   @Option(help: "userfaultfd (falls back to explicit where refused) or explicit.")
   var monitor: MonitorKind = .userfaultfd
   @Flag(help: "Print one JSON object.") var json = false
 
-  enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter }
+  enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
   enum MonitorKind: String, ExpressibleByArgument, CaseIterable { case userfaultfd, explicit }
 
   func validate() throws {
@@ -45,6 +45,14 @@ struct CacheBench: ParsableCommand {
     guard bytes * UInt64(regions) <= 1 << 40 else {
       throw ValidationError("--regions x --size must stay within 1 TiB")
     }
+  }
+
+  struct IndexReport: Encodable {
+    var registrar = "index"
+    var regions: Int
+    var lookups: Int
+    /// Mean per covering search, without lock, statistics or handles.
+    var searchNanoseconds: Double
   }
 
   struct Report: Encodable {
@@ -72,6 +80,18 @@ struct CacheBench: ParsableCommand {
     let bytes = Int(parseSize(size)!)
     let page = PageAlignedBuffer.pageSize
     let stride = (bytes + page - 1) / page * page  // bytes <= 1 GiB: no overflow
+    if registrar == .index {
+      let nanoseconds = RegistrationCache.benchmarkIndex(
+        regions: regions, stride: stride, lookups: lookups)
+      if json {
+        let report = IndexReport(regions: regions, lookups: lookups, searchNanoseconds: nanoseconds)
+        print(String(decoding: (try? JSONEncoder().encode(report)) ?? Data(), as: UTF8.self))
+      } else {
+        print(
+          "index       \(regions) ranges, \(lookups) searches: \(format(nanoseconds)) per search")
+      }
+      return
+    }
     do {
       let memory = try SharedBuffer(byteCount: stride * regions)
       memory.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
@@ -85,7 +105,7 @@ struct CacheBench: ParsableCommand {
         let context = try SharedDeviceContext.open(name: device)
         pd = try context.allocateProtectionDomain()
         cache = RegistrationCache(domain: pd!, limits: limits, monitor: choice)
-      case .counter:
+      case .counter, .index:
         cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
@@ -110,21 +130,24 @@ struct CacheBench: ParsableCommand {
       }
       let missNanoseconds = (ContinuousClock.now - fillStart).nanoseconds / Double(regions)
       let before = cache.statistics
-      let perThread = max(lookups / threads, 1)
+      // Plain locals: the closures below must not read the option wrappers.
+      let threadCount = threads
+      let regionCount = regions
+      let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])
       let failure = Mutex<String?>(nil)
       let group = DispatchGroup()
       let ready = Atomic<Int>(0)
-      for t in 0..<threads {
+      for t in 0..<threadCount {
         group.enter()
         Thread.detachNewThread {
           // Random order, drawn before the clock starts.
           var generator = SplitMix(seed: UInt64(t) &+ 0x9e37_79b9)
           let order = (0..<perThread).map { _ in
-            base + UInt64(Int(generator.next() % UInt64(regions)) * stride)
+            base + UInt64(Int(generator.next() % UInt64(regionCount)) * stride)
           }
           ready.add(1, ordering: .acquiringAndReleasing)
-          while ready.load(ordering: .acquiring) < threads {}
+          while ready.load(ordering: .acquiring) < threadCount {}
           let start = ContinuousClock.now
           do {
             for address in order {

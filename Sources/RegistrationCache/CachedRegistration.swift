@@ -17,7 +17,10 @@ public final class CachedRegistration: @unchecked Sendable {
 
   init(_ entry: CacheEntry) { self.entry = entry }
 
-  deinit { release() }
+  deinit {
+    // One load instead of an exchange when release() already ran.
+    if !released.load(ordering: .acquiring) { release() }
+  }
 
   /// Gives the handle back. The cache may evict the registration once no
   /// handle holds it.
