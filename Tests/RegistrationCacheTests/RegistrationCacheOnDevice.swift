@@ -359,6 +359,29 @@ struct RegistrationCacheOnDevice {
     }
   }
 
+  /// The README's tour: two WRITEs from one malloc'd buffer, one miss
+  /// and one hit, and the data lands.
+  @Test func readmeTourWritesThroughTheCache() throws {
+    try expectNoLeaks("README tour") {
+      let lab = try Lab()
+      let cache = makeCache(lab.pd)
+      let target = try lab.pd.register(
+        SharedBuffer(byteCount: 8192), access: [.localWrite, .remoteWrite])
+      let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+      source.initializeMemory(as: UInt8.self, repeating: 0xcd)
+      for _ in 0..<2 {
+        try writeThroughTheCache(
+          cache, lab.a, lab.cq, UnsafeRawBufferPointer(source), to: target.remote)
+      }
+      #expect(try target.memory!.load(0..<4096) == Array(repeating: 0xcd, count: 4096))
+      let s = cache.statistics
+      #expect(s.hits == 1 && s.misses == 1, "\(s)")
+      cache.close()
+      lab.cache.close()
+      source.deallocate()
+    }
+  }
+
   /// Miss cost against a plain registration, and the hit cost, on rxe.
   @Test func missCostAgainstPlainRegistration() throws {
     let lab = try Lab(limits: CacheLimits(maxEntries: 100_000))
