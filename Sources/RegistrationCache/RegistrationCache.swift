@@ -177,9 +177,14 @@ public final class RegistrationCache: @unchecked Sendable {
         return CachedRegistration(entry)
       }
       entry.release()
+      // Pages replaced since the hit was taken may be reported already, or
+      // be in flight: an munmap clears the page table before it queues its
+      // event. Give the monitor a moment (no lock held; it needs none),
+      // then only a change it never reported counts as a stale hit.
+      if let monitor {
+        for _ in 0..<1000 where !monitor.ring.hasPending { usleep(10) }
+      }
       lock.withWriteLock {
-        // Pages replaced since the hit was taken may have been reported
-        // already: then the monitor did its job and this is a plain miss.
         applyPendingInvalidations()
         if !entry.isDetached { drop(entry, cause: .staleFrames) }
       }
