@@ -179,10 +179,11 @@ public final class RegistrationCache: @unchecked Sendable {
       entry.release()
       // Pages replaced since the hit was taken may be reported already, or
       // be in flight: an munmap clears the page table before it queues its
-      // event. Give the monitor a moment (no lock held; it needs none),
-      // then only a change it never reported counts as a stale hit.
+      // event. Give the monitor a moment (about 0.1 s at most; no lock is
+      // held and it needs none); only a change it never reported counts as
+      // a stale hit.
       if let monitor {
-        for _ in 0..<1000 where !monitor.ring.hasPending { usleep(10) }
+        for _ in 0..<2000 where !monitor.ring.hasPending { usleep(10) }
       }
       lock.withWriteLock {
         applyPendingInvalidations()
