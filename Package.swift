@@ -14,6 +14,7 @@ let package = Package(
     .library(name: "Verbs", targets: ["Verbs"]),
     .library(name: "Umem", targets: ["Umem"]),
     .library(name: "RDMACM", targets: ["RDMACM"]),
+    .library(name: "RegistrationCache", targets: ["RegistrationCache"]),
     .executable(name: "umem", targets: ["umem"]),
     .executable(name: "rping", targets: ["rping"]),
     .executable(name: "rdma-perf", targets: ["rdma-perf"]),
@@ -21,6 +22,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
   ],
   targets: [
     .systemLibrary(
@@ -44,10 +46,19 @@ let package = Package(
       name: "RDMACM", dependencies: ["CRDMA", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
     // Number and size syntax shared by the samples (one parser for every tool).
     .target(name: "ToolSupport", path: "Samples/ToolSupport"),
+    // Kernel ABI the cache's userfaultfd monitor needs (ioctl numbers,
+    // struct layouts) and that Swift cannot import from the macros.
+    .target(name: "CUserfaultfd"),
+    .target(
+      name: "RegistrationCache",
+      dependencies: [
+        "Verbs", "Umem", "UmemSystem", "CUserfaultfd",
+        .product(name: "Metrics", package: "swift-metrics"),
+      ]),
     .executableTarget(
       name: "umem",
       dependencies: [
-        "Phyr", "Verbs", "Umem", "ToolSupport",
+        "Phyr", "Verbs", "Umem", "ToolSupport", "RegistrationCache",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/umem",
@@ -74,7 +85,8 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
     .testTarget(
-      name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"], swiftSettings: lifetimes),
+      name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"],
+      swiftSettings: lifetimes),
     .testTarget(
       name: "UmemTests",
       dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem", "ToolSupport"],
@@ -83,6 +95,13 @@ let package = Package(
     // only the owned tier need no experimental features.
     .testTarget(
       name: "OwnedTierTests", dependencies: ["Verbs", "UmemSystem", "TestSupport"]),
+    .testTarget(
+      name: "RegistrationCacheTests",
+      dependencies: [
+        "RegistrationCache", "Verbs", "Umem", "UmemSystem", "CUserfaultfd", "TestSupport",
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "MetricsTestKit", package: "swift-metrics"),
+      ]),
     .testTarget(
       name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],
       swiftSettings: lifetimes),

@@ -5,21 +5,21 @@ import Phyr
 #endif
 
 /// The fields of a `/proc/self/pagemap` entry (8 bytes per virtual page).
-enum PagemapEntry {
+package enum PagemapEntry {
   /// Bit 63: the page is present in RAM.
   static let present: UInt64 = 1 << 63
   /// Bits 0-54: the page frame number (zero without `CAP_SYS_ADMIN`).
-  static let frameMask: UInt64 = (1 << 55) - 1
+  package static let frameMask: UInt64 = (1 << 55) - 1
 }
 
 /// An open `/proc/self/pagemap`, read in large batches with `pread`.
-struct PagemapReader: ~Copyable {
+package struct PagemapReader: ~Copyable {
   /// Entries per `pread`: 64 Ki entries, 512 KiB, 256 MiB of 4 KiB pages.
   static let batchEntries = 1 << 16
 
   let fd: Int32
 
-  init() throws(UmemError) {
+  package init() throws(UmemError) {
     switch system_openReadOnly("/proc/self/pagemap") {
     case .success(let fd): self.fd = fd
     case .failure(let failure):
@@ -62,7 +62,7 @@ struct PagemapReader: ~Copyable {
   }
 
   /// The raw entries for `count` pages from `firstPage`.
-  func entries(firstPage: UInt64, count: Int) throws(UmemError) -> [UInt64] {
+  package func entries(firstPage: UInt64, count: Int) throws(UmemError) -> [UInt64] {
     var out: [UInt64] = []
     out.reserveCapacity(count)
     try forEachBatch(firstPage: firstPage, count: count) { out.append(contentsOf: $0) }

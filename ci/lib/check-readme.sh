@@ -5,9 +5,11 @@
 # test file that compiles and runs it:
 #   1st block: Tests/VerbsTests/ReadmeExample.swift   (the scoped tier)
 #   2nd block: Tests/OwnedTierTests/ReadmeOwnedTour.swift (the owned tier)
+#   3rd block: Tests/RegistrationCacheTests/ReadmeCacheTour.swift (the cache)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-sources=(Tests/VerbsTests/ReadmeExample.swift Tests/OwnedTierTests/ReadmeOwnedTour.swift)
+sources=(Tests/VerbsTests/ReadmeExample.swift Tests/OwnedTierTests/ReadmeOwnedTour.swift
+  Tests/RegistrationCacheTests/ReadmeCacheTour.swift)
 status=0
 for i in "${!sources[@]}"; do
   file=${sources[$i]}

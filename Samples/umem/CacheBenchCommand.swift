@@ -1,0 +1,227 @@
+import ArgumentParser
+import Foundation
+import RegistrationCache
+import Synchronization
+import Verbs
+
+/// `umem cache-bench`: register N buffers through a ``RegistrationCache``,
+/// then look them up M times in random order, each lookup followed by
+/// releasing its handle (as an application would, and as the C anchors
+/// are timed), and report the hit and miss costs and the statistics.
+struct CacheBench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "cache-bench",
+    abstract: "Measure registration-cache hits and misses over N buffers and M lookups.")
+
+  @Option(help: "Buffers to register through the cache.") var regions: Int = 1000
+  @Option(help: "Timed lookups in all (each followed by a release).") var lookups: Int = 1_000_000
+  @Option(help: "Threads sharing the lookups (and the cache).") var threads: Int = 1
+  @Option(help: "Bytes per buffer: 4096, 64K, 1M.") var size: String = "4096"
+  @Option(help: "Device name (default: the first device).") var device: String?
+  @Option(
+    help:
+      "verbs: real registrations (ibv_reg_mr). counter: registration replaced by a counter, to time the cache without a device. index: the lookup structure alone (searches only, no lock or handles)."
+  )
+  var registrar: RegistrarKind = .verbs
+  @Option(help: "userfaultfd (falls back to explicit where refused) or explicit.")
+  var monitor: MonitorKind = .userfaultfd
+  @Flag(help: "Print one JSON object.") var json = false
+
+  enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
+  enum MonitorKind: String, ExpressibleByArgument, CaseIterable { case userfaultfd, explicit }
+
+  func validate() throws {
+    guard let bytes = parseSize(size), bytes > 0, bytes <= 1 << 30 else {
+      throw ValidationError("--size '\(size)' is not a size from 1 byte to 1G")
+    }
+    guard regions >= 1, regions <= 10_000_000 else {
+      throw ValidationError("--regions must be 1 to 10,000,000")
+    }
+    guard lookups >= 1 else { throw ValidationError("--lookups must be at least 1") }
+    guard threads >= 1, threads <= 1024 else {
+      throw ValidationError("--threads must be 1 to 1024")
+    }
+    // The buffers are one mapping of regions x the page-rounded size.
+    guard bytes * UInt64(regions) <= 1 << 40 else {
+      throw ValidationError("--regions x --size must stay within 1 TiB")
+    }
+  }
+
+  struct IndexReport: Encodable {
+    var registrar = "index"
+    var regions: Int
+    var lookups: Int
+    /// Mean per covering search, without lock, statistics or handles.
+    var searchNanoseconds: Double
+  }
+
+  struct Report: Encodable {
+    var registrar: String
+    var device: String?
+    var regions: Int
+    var lookups: Int
+    var threads: Int
+    var size: Int
+    var hits: Int
+    var misses: Int
+    var registrationsAvoided: Int
+    /// Mean per lookup+release over the timed loop, per thread.
+    var hitNanoseconds: Double
+    /// Mean per miss (registration through the cache) while filling it.
+    var missNanoseconds: Double
+    /// Mean per plain registration of the same buffers without the cache
+    /// (`ibv_reg_mr` through SharedProtectionDomain), for the miss ratio.
+    var plainRegisterNanoseconds: Double?
+    var missOverPlain: Double?
+    var statistics: CacheStatistics
+  }
+
+  func run() throws {
+    let bytes = Int(parseSize(size)!)
+    let page = PageAlignedBuffer.pageSize
+    let stride = (bytes + page - 1) / page * page  // bytes <= 1 GiB: no overflow
+    if registrar == .index {
+      let nanoseconds = RegistrationCache.benchmarkIndex(
+        regions: regions, stride: stride, lookups: lookups)
+      if json {
+        let report = IndexReport(regions: regions, lookups: lookups, searchNanoseconds: nanoseconds)
+        print(String(decoding: (try? JSONEncoder().encode(report)) ?? Data(), as: UTF8.self))
+      } else {
+        print(
+          "index       \(regions) ranges, \(lookups) searches: \(format(nanoseconds)) per search")
+      }
+      return
+    }
+    do {
+      let memory = try SharedBuffer(byteCount: stride * regions)
+      memory.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+      let base = memory.address
+      let choice: MonitorChoice = monitor == .userfaultfd ? .userfaultfd : .explicitOnly
+      let limits = CacheLimits(maxEntries: max(regions, 4096))
+      let cache: RegistrationCache
+      var pd: SharedProtectionDomain?
+      switch registrar {
+      case .verbs:
+        let context = try SharedDeviceContext.open(name: device)
+        pd = try context.allocateProtectionDomain()
+        cache = RegistrationCache(domain: pd!, limits: limits, monitor: choice)
+      case .counter, .index:
+        cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
+      }
+      let access: MemoryAccess = [.localWrite, .remoteRead]
+      var plain: Double?
+      if let pd {
+        // Plain registrations of the same buffers first: same pages, same sizes.
+        let count = min(regions, 1000)
+        let start = ContinuousClock.now
+        for i in 0..<count {
+          let region = try pd.unsafeRegister(
+            UnsafeMutableRawBufferPointer(
+              start: memory.baseAddress + i * stride, count: bytes), access: access)
+          try region.close()
+        }
+        plain = (ContinuousClock.now - start).nanoseconds / Double(count)
+      }
+      // Fill: one miss per buffer.
+      let fillStart = ContinuousClock.now
+      for i in 0..<regions {
+        try cache.lookup(address: base + UInt64(i * stride), length: bytes, access: access)
+          .release()
+      }
+      let missNanoseconds = (ContinuousClock.now - fillStart).nanoseconds / Double(regions)
+      let before = cache.statistics
+      // Plain locals: the closures below must not read the option wrappers.
+      let threadCount = threads
+      let regionCount = regions
+      let perThread = max(lookups / threadCount, 1)
+      let elapsed = Mutex<[Duration]>([])
+      let failure = Mutex<String?>(nil)
+      let group = DispatchGroup()
+      let ready = Atomic<Int>(0)
+      for t in 0..<threadCount {
+        group.enter()
+        Thread.detachNewThread {
+          // Random order, drawn before the clock starts.
+          var generator = SplitMix(seed: UInt64(t) &+ 0x9e37_79b9)
+          let order = (0..<perThread).map { _ in
+            base + UInt64(Int(generator.next() % UInt64(regionCount)) * stride)
+          }
+          ready.add(1, ordering: .acquiringAndReleasing)
+          while ready.load(ordering: .acquiring) < threadCount {}
+          let start = ContinuousClock.now
+          do {
+            for address in order {
+              try cache.lookup(address: address, length: bytes, access: access).release()
+            }
+          } catch {
+            failure.withLock { $0 = "\(error)" }
+          }
+          let took = ContinuousClock.now - start
+          elapsed.withLock { $0.append(took) }
+          group.leave()
+        }
+      }
+      group.wait()
+      if let message = failure.withLock({ $0 }) {
+        printError("umem cache-bench: \(message)")
+        throw ExitCode(1)
+      }
+      let after = cache.statistics
+      let times = elapsed.withLock { $0 }
+      let hitNanoseconds =
+        times.reduce(0) { $0 + $1.nanoseconds } / Double(times.count) / Double(perThread)
+      cache.close()
+      let report = Report(
+        registrar: registrar.rawValue, device: pd?.context.name, regions: regions,
+        lookups: perThread * threads, threads: threads, size: bytes,
+        hits: after.hits - before.hits, misses: after.misses - before.misses,
+        registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
+        missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
+        missOverPlain: plain.map { missNanoseconds / $0 }, statistics: cache.statistics)
+      if json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+      } else {
+        print("registrar   \(report.registrar)\(report.device.map { " on \($0)" } ?? "")")
+        print("monitor     \(report.statistics.monitor)")
+        print(
+          "regions     \(regions) x \(bytes) B, \(report.lookups) lookups on \(threads) thread(s)")
+        print("hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release)")
+        print("misses      \(report.misses) while timed; fill \(format(missNanoseconds)) per miss")
+        if let plain {
+          print(
+            "plain reg   \(format(plain)) per ibv_reg_mr+dereg, miss/plain "
+              + String(format: "%.2f", missNanoseconds / plain))
+        }
+        print("avoided     \(report.registrationsAvoided) registrations")
+      }
+    } catch let exit as ExitCode {
+      throw exit
+    } catch {
+      printError("umem cache-bench: \(error)")
+      throw ExitCode(1)
+    }
+  }
+}
+
+extension CacheBench {
+  func format(_ nanoseconds: Double) -> String {
+    nanoseconds >= 10_000
+      ? "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
+      : "\((nanoseconds * 10).rounded() / 10) ns"
+  }
+}
+
+/// A small deterministic generator (SplitMix64), so runs are repeatable.
+struct SplitMix {
+  var state: UInt64
+  init(seed: UInt64) { state = seed }
+  mutating func next() -> UInt64 {
+    state &+= 0x9e37_79b9_7f4a_7c15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+    return z ^ (z >> 31)
+  }
+}

@@ -1,0 +1,479 @@
+internal import UmemSystem
+import Verbs
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Registers memory once and hands the registration out again for every
+/// later lookup of the same bytes, as MPI libraries and UCX do, without
+/// ever handing out a key for pages the memory no longer maps.
+/// Bound to one ``SharedProtectionDomain``.
+///
+/// ```swift
+/// let cache = try RegistrationCache(domain: pd)
+/// let handle = try cache.lookup(address: buffer, length: 4096, access: .localWrite)
+/// try qp.postSend(.send, handle.scatterGather(address: buffer, count: 4096), id: 1)
+/// // ... after the completion:
+/// handle.release()
+/// ```
+///
+/// **Staying honest.** A userfaultfd monitor (``CacheMonitor``) learns of
+/// `munmap`, `brk` shrinks, `mmap(MAP_FIXED)`, `mremap` and
+/// `madvise(MADV_DONTNEED)` on cached ranges and the next lookup drops the
+/// entries they touch. Where the kernel refuses userfaultfd the statistics
+/// say so and the application must call ``invalidate(address:length:)``.
+/// ``CacheLimits/checkFramesOnHit`` adds a page-frame check on hits.
+///
+/// **Overlap policy: merge.** The index holds disjoint page-aligned ranges.
+/// A miss that overlaps cached entries registers the union of its pages and
+/// theirs, with the union of the access flags, and replaces them (entries
+/// in use stay registered for their holders). Why: a hit is then one binary
+/// search for the one range that can cover it; a buffer looked up in
+/// sliding, overlapping pieces, or with a stronger access later, converges
+/// to one registration instead of re-registering on every alternation (the
+/// cost of libfabric's drop-and-register policy); and memory is pinned once,
+/// not once per overlapping piece. Adjacent ranges are not merged: touching
+/// virtual ranges are usually different buffers, and merging them would
+/// grow registrations across a whole heap. A union larger than
+/// ``CacheLimits/maxMergedBytes``, or one that fails to register (part of it
+/// may have been unmapped without a monitor), falls back to the pages asked
+/// for.
+///
+/// **Concurrency.** Hits take the index's read lock only (one atomic add
+/// and subtract) and bump two atomics; misses, evictions and invalidations
+/// take the write lock and register or deregister under it. The monitor
+/// thread never takes the lock.
+///
+/// **Eviction.** Idle entries (no handle out) are evicted least recently
+/// used first when a miss would exceed ``CacheLimits/maxEntries``,
+/// ``CacheLimits/maxBytes`` or the memlock headroom; a registration that
+/// still fails with ENOMEM evicts every idle entry and retries once.
+public final class RegistrationCache: @unchecked Sendable {
+  // @unchecked: `index` is read under `lock`'s read side and written under
+  // its write side, `closed` only under the write side; `frameCheck` is immutable; everything else is atomic or
+  // immutable.
+  /// The domain registrations are made in; nil for a test registrar.
+  public let domain: SharedProtectionDomain?
+  public let limits: CacheLimits
+  let registrar: Registrar
+  let counters = CacheCounters()
+  private let lock = ReaderWriterLock()
+  private var index = RegionIndex<CacheEntry>()
+  /// Ranges the monitor is known to watch (under the write lock): a miss
+  /// inside one skips the `UFFDIO_REGISTER` call. Forgotten on UNMAP and
+  /// REMAP events, whose new mappings are not watched.
+  private var watchedRanges = RegionIndex<Void>()
+  let monitor: UserfaultMonitor?
+  let monitorState: CacheMonitor
+  private let frameCheck: FrameCheck?
+  private let pageSize: Int
+  private let enforcedByKernel: Bool
+  private var closed = false
+
+  /// A cache over `domain`. The monitor thread (when `monitor` is
+  /// `.userfaultfd` and the kernel allows it) starts now and stops with
+  /// ``close()`` or when the cache goes away.
+  public convenience init(
+    domain: SharedProtectionDomain, limits: CacheLimits = CacheLimits(),
+    monitor: MonitorChoice = .userfaultfd
+  ) {
+    self.init(registrar: .verbs(domain), domain: domain, limits: limits, monitor: monitor)
+  }
+
+  package init(
+    registrar: Registrar, domain: SharedProtectionDomain? = nil, limits: CacheLimits,
+    monitor choice: MonitorChoice
+  ) {
+    self.registrar = registrar
+    self.domain = domain
+    self.limits = limits
+    pageSize = PageAlignedBuffer.pageSize
+    enforcedByKernel = !ProcessStatus.current().has(capability: ProcessStatus.ipcLock)
+    switch choice {
+    case .explicitOnly:
+      monitor = nil
+      monitorState = .explicitOnly(reason: "asked for (MonitorChoice.explicitOnly)")
+    case .userfaultfd:
+      switch UserfaultMonitor.start(ringCapacity: limits.monitorQueueCapacity) {
+      case .success(let started):
+        monitor = started
+        monitorState = .userfaultfd(userModeOnly: started.userModeOnly)
+      case .failure(let why):
+        monitor = nil
+        monitorState = .explicitOnly(reason: why.description)
+      }
+    }
+    frameCheck = limits.checkFramesOnHit ? FrameCheck() : nil
+  }
+
+  deinit { monitor?.stop() }
+
+  /// Stops the monitor and drops every cached entry (those in use are
+  /// deregistered when their last handle goes). Lookups afterwards still
+  /// register, but nothing is cached any more (nothing would watch it).
+  public func close() {
+    lock.withWriteLock {
+      closed = true
+      monitor?.stop()
+      dropAll(cause: .explicit)
+    }
+  }
+
+  /// What the cache has done and holds now.
+  public var statistics: CacheStatistics {
+    var s = CacheStatistics()
+    let c = counters
+    s.lookups = c.lookups.load(ordering: .relaxed)
+    s.misses = c.misses.load(ordering: .relaxed)
+    s.hits = s.lookups - s.misses
+    s.registrations = c.registrations.load(ordering: .relaxed)
+    s.registrationFailures = c.registrationFailures.load(ordering: .relaxed)
+    s.deregistrations = c.deregistrations.load(ordering: .relaxed)
+    s.deregistrationFailures = c.deregistrationFailures.load(ordering: .relaxed)
+    s.retriesAfterNoMemory = c.retriesAfterNoMemory.load(ordering: .relaxed)
+    s.evictions = c.evictions.load(ordering: .relaxed)
+    for cause in InvalidationCause.allCases { s.invalidations[cause] = c.invalidations(cause) }
+    s.staleHits = c.invalidations(.staleFrames)
+    s.frameChecks = c.frameChecks.load(ordering: .relaxed)
+    s.uncachedRegistrations = c.uncachedRegistrations.load(ordering: .relaxed)
+    s.mergedRegistrations = c.mergedRegistrations.load(ordering: .relaxed)
+    s.entries = c.cachedEntries.load(ordering: .relaxed)
+    s.cachedBytes = c.cachedBytes.load(ordering: .relaxed)
+    s.liveRegistrations = c.liveRegistrations.load(ordering: .relaxed)
+    s.liveBytes = c.liveBytes.load(ordering: .relaxed)
+    s.monitor = monitorState
+    s.monitorEvents = monitor?.eventsRead.load(ordering: .relaxed) ?? 0
+    return s
+  }
+
+  /// A registration covering `[address, address + length)` with at least
+  /// `access`: a cached one when there is one, else a new registration of
+  /// the page-aligned range (see the overlap policy above). The C function
+  /// on a miss is `ibv_reg_mr`.
+  ///
+  /// Throws the registration's ``VerbsError`` (for ENOMEM, after evicting
+  /// idle entries and retrying once), or `.invalidArgument` for an empty
+  /// range or one that wraps past the top of the address space.
+  public func lookup(address: UInt64, length: Int, access: MemoryAccess = .localWrite)
+    throws(VerbsError) -> CachedRegistration
+  {
+    guard length > 0, UInt64(length) <= UInt64.max - address else {
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_reg_mr", errno: EINVAL,
+        message: "cannot look up \(length) bytes at 0x\(String(address, radix: 16)): the range "
+          + "is empty or runs past the top of the address space", checkedBeforeCall: true)
+    }
+    let end = address + UInt64(length)  // checked just above
+    if let monitor, monitor.ring.hasPending { lock.withWriteLock { applyPendingInvalidations() } }
+    let tick = counters.lookups.add(1, ordering: .relaxed).newValue
+    if let entry = lock.withReadLock({ hit(start: address, end: end, access: access, tick: tick) })
+    {
+      guard let frameCheck, let recorded = entry.frames else { return CachedRegistration(entry) }
+      counters.frameChecks.add(1, ordering: .relaxed)
+      if frameCheck.frames(start: entry.start, length: entry.length, pageSize: pageSize)
+        == recorded
+      {
+        return CachedRegistration(entry)
+      }
+      entry.release()
+      // Pages replaced since the hit was taken may be reported already, or
+      // be in flight: an munmap clears the page table before it queues its
+      // event. Give the monitor a moment (about 0.1 s at most; no lock is
+      // held and it needs none); only a change it never reported counts as
+      // a stale hit.
+      if let monitor {
+        for _ in 0..<2000 where !monitor.ring.hasPending { usleep(10) }
+      }
+      lock.withWriteLock {
+        applyPendingInvalidations()
+        if !entry.isDetached { drop(entry, cause: .staleFrames) }
+      }
+    }
+    return try miss(start: address, end: end, access: access, tick: tick)
+  }
+
+  /// The same, for a pointer.
+  public func lookup(_ memory: UnsafeRawBufferPointer, access: MemoryAccess = .localWrite)
+    throws(VerbsError) -> CachedRegistration
+  {
+    try lookup(
+      address: UInt64(UInt(bitPattern: memory.baseAddress)), length: memory.count, access: access)
+  }
+
+  /// Stops serving registrations that share a byte with
+  /// `[address, address + length)`: the next lookup registers afresh.
+  /// Handles already out stay valid until released. Call it before
+  /// unmapping, freeing, moving or `madvise`-discarding cached memory when
+  /// ``CacheStatistics/monitor`` is `.explicitOnly`.
+  public func invalidate(address: UInt64, length: Int) {
+    guard length > 0 else { return }
+    // Saturating: a range past the top of the address space is cut there.
+    let (sum, overflow) = address.addingReportingOverflow(UInt64(length))
+    let end = overflow ? UInt64.max : sum
+    lock.withWriteLock {
+      applyPendingInvalidations()
+      invalidate(start: address, end: end, cause: .explicit)
+    }
+  }
+
+  // MARK: - Under the read lock
+
+  @inline(__always)
+  private func hit(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int) -> CacheEntry? {
+    guard let position = index.covering(start: start, end: end) else { return nil }
+    let entry = index.values[position]
+    guard entry.access.isSuperset(of: access) else { return nil }
+    entry.acquire(at: tick)
+    return entry
+  }
+
+  // MARK: - Under the write lock
+
+  private func miss(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int)
+    throws(VerbsError) -> CachedRegistration
+  {
+    try lock.withWriteLock { () throws(VerbsError) -> CachedRegistration in
+      applyPendingInvalidations()
+      // Another thread may have registered it while this one waited.
+      if let entry = hit(start: start, end: end, access: access, tick: tick) {
+        return CachedRegistration(entry)
+      }
+      counters.misses.add(1, ordering: .relaxed)
+      let page = UInt64(pageSize)
+      let pageStart = start & ~(page - 1)
+      guard end <= UInt64.max - (page - 1) else {
+        throw VerbsError(
+          .invalidArgument, operation: "ibv_reg_mr", errno: EINVAL,
+          message: "the range ends within a page of the top of the address space",
+          checkedBeforeCall: true)
+      }
+      let pageEnd = (end + page - 1) & ~(page - 1)  // checked just above
+      // The overlap policy: the union of the overlapping entries' pages and
+      // access, unless that grows past maxMergedBytes.
+      let overlaps = index.overlapping(start: pageStart, end: pageEnd)
+      var union = (start: pageStart, end: pageEnd, access: access)
+      for position in overlaps {
+        let entry = index.values[position]
+        union.start = Swift.min(union.start, entry.start)
+        union.end = Swift.max(union.end, entry.end)
+        union.access.formUnion(entry.access)
+      }
+      if union.end - union.start > UInt64(limits.maxMergedBytes) {
+        union = (pageStart, pageEnd, access)
+      }
+      for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
+      let entry = try register(
+        start: union.start, end: union.end, access: union.access,
+        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty)
+      entry.acquire(at: tick)
+      return CachedRegistration(entry)
+    }
+  }
+
+  /// Registers (with the ENOMEM retry and the merge fallback), watches and
+  /// indexes one range.
+  private func register(
+    start: UInt64, end: UInt64, access: MemoryAccess,
+    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool
+  ) throws(VerbsError) -> CacheEntry {
+    // Both ends are page-aligned user addresses; a length past Int.max
+    // cannot be registered anyway.
+    guard let length = Int(exactly: end - start) else {
+      throw VerbsError(
+        .invalidArgument, operation: "ibv_reg_mr", errno: EINVAL,
+        message: "\(end - start) bytes do not fit in Int", checkedBeforeCall: true)
+    }
+    makeRoom(for: length)
+    // Watch before registering: an unmap between the two is then seen
+    // (and drops the entry on the next lookup) instead of missed.
+    let watched = !closed && ensureWatched(start: start, end: end)
+    let registered: RegisteredMemory
+    do {
+      registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)
+    } catch {
+      if merged, error.code != .memoryLockLimit, error.code != .resourceExhausted,
+        fallback.start != start || fallback.end != end
+      {
+        // Part of the union may be gone; register what was asked for.
+        return try register(
+          start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
+          merged: false)
+      }
+      counters.registrationFailures.add(1, ordering: .relaxed)
+      throw error
+    }
+    counters.registrations.add(1, ordering: .relaxed)
+    if merged { counters.mergedRegistrations.add(1, ordering: .relaxed) }
+    let frames = frameCheck?.frames(start: start, length: length, pageSize: pageSize)
+    let entry = CacheEntry(
+      start: start, length: length, access: access, registered: registered, frames: frames,
+      counters: counters)
+    if watched {
+      index.insert(start: start, end: end, value: entry)
+      counters.cachedEntries.add(1, ordering: .relaxed)
+      counters.cachedBytes.add(length, ordering: .relaxed)
+    } else {
+      // The monitor cannot see this memory go away: hand it out once.
+      counters.uncachedRegistrations.add(1, ordering: .relaxed)
+      entry.detach()
+    }
+    return entry
+  }
+
+  /// Whether the monitor watches `[start, end)` (always true without a
+  /// monitor: then the application invalidates). Watches the 2 MiB-aligned
+  /// block around it when the kernel accepts that (all of it anonymous and
+  /// mapped), so neighbouring buffers cost no further `UFFDIO_REGISTER`
+  /// (about 5 us and a VMA split each), else exactly the range.
+  private func ensureWatched(start: UInt64, end: UInt64) -> Bool {
+    guard let monitor else { return true }
+    if watchedRanges.covering(start: start, end: end) != nil { return true }
+    let block: UInt64 = 1 << 21
+    let blockStart = start & ~(block - 1)
+    // `end` is at least a page below the top (checked by the miss).
+    let blockEnd = end <= UInt64.max - (block - 1) ? (end + block - 1) & ~(block - 1) : end
+    var attempts = [(blockStart, blockEnd)]
+    if blockStart != start || blockEnd != end { attempts.append((start, end)) }
+    for (s, e) in attempts where monitor.watch(start: s, length: e - s) == nil {
+      let overlaps = watchedRanges.overlapping(start: s, end: e)
+      var union = (start: s, end: e)
+      for position in overlaps {
+        let range = watchedRanges.range(at: position)
+        union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
+      }
+      watchedRanges.remove(overlaps)
+      watchedRanges.insert(start: union.start, end: union.end, value: ())
+      return true
+    }
+    return false
+  }
+
+  private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
+    throws(VerbsError) -> RegisteredMemory
+  {
+    do {
+      return try registrar.register(start, length, access)
+    } catch {
+      guard error.code == .memoryLockLimit || error.code == .resourceExhausted,
+        evictIdle(bytes: Int.max, entries: Int.max) > 0
+      else { throw error }
+      counters.retriesAfterNoMemory.add(1, ordering: .relaxed)
+      return try registrar.register(start, length, access)
+    }
+  }
+
+  /// Evicts idle entries, least recently used first, until one more entry
+  /// of `length` bytes fits the limits and the memlock headroom.
+  private func makeRoom(for length: Int) {
+    let entriesOver = index.count + 1 - limits.maxEntries
+    var bytesOver = 0
+    if let maxBytes = limits.maxBytes {
+      let cached = counters.cachedBytes.load(ordering: .relaxed)
+      bytesOver = cached > maxBytes - length ? cached - (maxBytes - length) : 0
+    }
+    bytesOver = Swift.max(bytesOver, memoryLockShortfall(for: length))
+    if entriesOver > 0 || bytesOver > 0 {
+      evictIdle(bytes: bytesOver, entries: entriesOver)
+    }
+  }
+
+  /// How many more bytes must be unpinned for `length` more to fit under
+  /// `RLIMIT_MEMLOCK`, per ``CacheLimits/memoryLock``. `VmPin` is read only
+  /// once this cache's own registrations reach half the limit, so misses
+  /// far below it do not pay for reading `/proc/self/status`.
+  private func memoryLockShortfall(for length: Int) -> Int {
+    switch limits.memoryLock {
+    case .never: return 0
+    case .whenEnforced where !enforcedByKernel: return 0
+    default: break
+    }
+    guard let soft = MemoryLockLimit.current().soft else { return 0 }
+    let ours = UInt64(Swift.max(0, counters.liveBytes.load(ordering: .relaxed)))
+    guard ours + UInt64(length) >= soft / 2 else { return 0 }
+    let pinned = ProcessStatus.current().pinnedBytes
+    let wanted = pinned + UInt64(length)  // both far below 2^63
+    return wanted > soft ? Int(clamping: wanted - soft) : 0
+  }
+
+  /// Evicts idle entries, oldest last use first, until `bytes` bytes and
+  /// `entries` entries are gone or none idle is left. Returns how many.
+  ///
+  /// - Complexity: O(n log n) to order the idle entries; misses over the
+  ///   limits pay it.
+  @discardableResult
+  private func evictIdle(bytes: Int, entries: Int) -> Int {
+    let idle = index.values.filter(\.isIdle).sorted {
+      $0.lastUse.load(ordering: .relaxed) < $1.lastUse.load(ordering: .relaxed)
+    }
+    var freedBytes = 0
+    var evicted = 0
+    for entry in idle where freedBytes < bytes || evicted < entries {
+      guard let position = index.lastStarting(atOrBelow: entry.start) else { continue }
+      index.remove(position..<(position + 1))
+      counters.cachedEntries.subtract(1, ordering: .relaxed)
+      counters.cachedBytes.subtract(entry.length, ordering: .relaxed)
+      entry.detach()
+      counters.evictions.add(1, ordering: .relaxed)
+      freedBytes += entry.length
+      evicted += 1
+    }
+    return evicted
+  }
+
+  /// Applies what the monitor queued since the last lookup.
+  private func applyPendingInvalidations() {
+    guard let monitor else { return }
+    let lost = monitor.ring.drain { slot in
+      invalidate(start: slot.start, end: slot.end, cause: slot.cause)
+    }
+    if lost {
+      // Lost events may have unmapped watched ranges too.
+      watchedRanges = RegionIndex()
+      dropAll(cause: .monitorOverflow)
+    }
+  }
+
+  private func invalidate(start: UInt64, end: UInt64, cause: InvalidationCause) {
+    if cause == .unmap || cause == .remap {
+      watchedRanges.remove(watchedRanges.overlapping(start: start, end: end))
+    }
+    let positions = index.overlapping(start: start, end: end)
+    for entry in index.remove(positions) { detach(entry, cause: cause) }
+  }
+
+  private func drop(_ entry: CacheEntry, cause: InvalidationCause) {
+    guard let position = index.lastStarting(atOrBelow: entry.start),
+      index.values[position] === entry
+    else { return }
+    index.remove(position..<(position + 1))
+    detach(entry, cause: cause)
+  }
+
+  private func dropAll(cause: InvalidationCause) {
+    for entry in index.removeAll() { detach(entry, cause: cause) }
+  }
+
+  private func detach(_ entry: CacheEntry, cause: InvalidationCause) {
+    counters.cachedEntries.subtract(1, ordering: .relaxed)
+    counters.cachedBytes.subtract(entry.length, ordering: .relaxed)
+    counters.invalidated(cause)
+    entry.detach()
+  }
+
+  // MARK: - For tests
+
+  /// Runs `body` holding the write lock, as a miss does; for tests that
+  /// check the monitor never waits for it.
+  package func withWriteLockForTesting<R>(_ body: () -> R) -> R {
+    lock.withWriteLock { body() }
+  }
+
+  /// The cached ranges, in address order; checks the index's invariants.
+  package func cachedRangesForTesting() -> [(start: UInt64, end: UInt64, access: MemoryAccess)] {
+    lock.withReadLock {
+      index.checkInvariants()
+      return index.values.map { ($0.start, $0.end, $0.access) }
+    }
+  }
+}

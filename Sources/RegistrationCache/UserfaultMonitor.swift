@@ -1,0 +1,200 @@
+internal import CUserfaultfd
+import Synchronization
+internal import UmemSystem
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Watches cached ranges with `userfaultfd` and queues the ranges that
+/// `munmap`, `brk`, `mmap(MAP_FIXED)`, `madvise(MADV_DONTNEED)` and `mremap`
+/// take away, for the cache to drop on its next lookup.
+///
+/// The traps, and how this avoids each:
+/// - The thread that unmaps a watched range blocks in the kernel until the
+///   event is read. It may hold the cache's lock, or malloc's (a `free` that
+///   trims the heap). So the monitor thread takes no lock and allocates
+///   nothing: it reads into a fixed buffer (`CUFFD_read_events`, a stack
+///   array in C) and writes into a preallocated ``InvalidationRing``.
+/// - `UFFDIO_REGISTER_MODE_MISSING` would make the first touch of any
+///   unpopulated watched page wait for a handler (and, after a
+///   `MADV_DONTNEED`, every re-touch). Ranges are watched in
+///   `UFFDIO_REGISTER_MODE_WP` and nothing is ever write-protected, so no
+///   page fault is ever delivered; the UNMAP, REMOVE and REMAP events come
+///   with any mode.
+/// - Without `CAP_SYS_PTRACE` and with `vm.unprivileged_userfaultfd=0`
+///   (the default since Linux 5.11), `userfaultfd` needs
+///   `UFFD_USER_MODE_ONLY`: it is tried first without, then with it.
+/// - File mappings (EINVAL) and ranges another userfaultfd watches (EBUSY)
+///   cannot be watched: the cache then hands out the registration without
+///   caching it, and counts it.
+///
+/// Ranges stay watched until unmapped or until the monitor closes: an
+/// evicted entry's range is not unwatched, because another entry may share
+/// its pages' VMA; events for uncached ranges are simply ignored.
+final class UserfaultMonitor: @unchecked Sendable {
+  // @unchecked: `events` is touched only by the monitor thread; `thread`
+  // and `running` only by start(), stop() and watch(), which the cache
+  // calls under its write lock (or from deinit).
+  let fd: Int32
+  let userModeOnly: Bool
+  let ring: InvalidationRing
+  /// Events read so far, of any kind.
+  let eventsRead = Atomic<Int>(0)
+  private let wakeFD: Int32
+  private let stopping = Atomic<Bool>(false)
+  private static let batch: Int32 = 16
+  private let events: UnsafeMutablePointer<CUFFD_event>
+  private var thread = pthread_t()
+  private var running = false
+
+  /// Opens the descriptor, asks for the events, and starts the thread.
+  /// Returns why not when the kernel or the sandbox refuses.
+  static func start(ringCapacity: Int) -> Result<UserfaultMonitor, MonitorUnavailable> {
+    var userModeOnly = false
+    var fd = CUFFD_open(0)
+    if fd == -EPERM {
+      userModeOnly = true
+      fd = CUFFD_open(1)
+    }
+    guard fd >= 0 else {
+      return .failure(MonitorUnavailable(operation: "userfaultfd", errno: -fd))
+    }
+    var available: UInt64 = 0
+    let wanted = UInt64(
+      CUFFD_FEATURE_EVENT_UNMAP | CUFFD_FEATURE_EVENT_REMOVE | CUFFD_FEATURE_EVENT_REMAP)
+    let api = CUFFD_api(fd, wanted, &available)
+    guard api == 0 else {
+      close(fd)
+      return .failure(MonitorUnavailable(operation: "ioctl(UFFDIO_API)", errno: -api))
+    }
+    let wake = CUFFD_wake_fd()
+    guard wake >= 0 else {
+      close(fd)
+      return .failure(MonitorUnavailable(operation: "eventfd", errno: -wake))
+    }
+    let monitor = UserfaultMonitor(
+      fd: fd, wakeFD: wake, userModeOnly: userModeOnly, ringCapacity: ringCapacity)
+    if let code = monitor.startThread() {
+      return .failure(MonitorUnavailable(operation: "pthread_create", errno: code))
+    }
+    return .success(monitor)
+  }
+
+  private init(fd: Int32, wakeFD: Int32, userModeOnly: Bool, ringCapacity: Int) {
+    self.fd = fd
+    self.wakeFD = wakeFD
+    self.userModeOnly = userModeOnly
+    ring = InvalidationRing(capacity: ringCapacity)
+    events = .allocate(capacity: Int(Self.batch))
+  }
+
+  deinit { events.deallocate() }
+
+  /// Watches `[start, start + length)` for UNMAP, REMOVE and REMAP events.
+  /// Returns nil, or the errno of `UFFDIO_REGISTER`. The C call is
+  /// `ioctl(UFFDIO_REGISTER)` with `UFFDIO_REGISTER_MODE_WP`.
+  func watch(start: UInt64, length: UInt64) -> Int32? {
+    guard running else { return EBADF }  // stopped: nothing can be watched
+    let result = CUFFD_register(fd, start, length, UInt64(CUFFD_REGISTER_MODE_WP))
+    return result == 0 ? nil : -result
+  }
+
+  private func startThread() -> Int32? {
+    let context = Unmanaged.passRetained(self).toOpaque()
+    let result = pthread_create(
+      &thread, nil,
+      { raw in
+        let monitor = Unmanaged<UserfaultMonitor>.fromOpaque(raw!).takeRetainedValue()
+        monitor.run()
+        return nil
+      }, context)
+    guard result == 0 else {
+      Unmanaged<UserfaultMonitor>.fromOpaque(context).release()
+      return result
+    }
+    running = true
+    return nil
+  }
+
+  /// Stops the thread (which closes the userfaultfd, unwatching every
+  /// range), waits for it, and closes the wake-up descriptor. The cache calls it once, from ``close()`` or
+  /// `deinit`, under its write lock or with no other user left.
+  func stop() {
+    guard running else { return }
+    running = false
+    stopping.store(true, ordering: .releasing)
+    var one: UInt64 = 1
+    _ = write(wakeFD, &one, 8)
+    pthread_join(thread, nil)
+    close(wakeFD)  // the thread closed `fd` itself
+  }
+
+  /// The thread: wait, read, queue. No allocation and no lock in this loop.
+  private func run() {
+    while !stopping.load(ordering: .acquiring) {
+      let ready = CUFFD_wait(fd, wakeFD, 1000)
+      guard ready > 0, ready & 1 != 0 else { continue }
+      // Raised before read(2) wakes the unmapping thread, lowered after the
+      // ranges are queued: a lookup that runs after munmap returned sees
+      // either this flag or the queued range, never neither.
+      ring.producing.store(true, ordering: .sequentiallyConsistent)
+      let count = CUFFD_read_events(fd, events, Self.batch)
+      if count > 0 {
+        for event in UnsafeBufferPointer(start: events, count: Int(count)) { handle(event) }
+        eventsRead.add(Int(count), ordering: .relaxed)
+      }
+      ring.producing.store(false, ordering: .sequentiallyConsistent)
+    }
+    // Closed here, by this thread, not after the join: a thread that exits
+    // gives its stack back with madvise(MADV_DONTNEED), and when that stack
+    // lies in a watched range the REMOVE event would wait for a reader,
+    // this very thread. Closing unwatches every range first.
+    close(fd)
+  }
+
+  private func handle(_ event: CUFFD_event) {
+    switch Int(event.event) {
+    case Int(CUFFD_EVENT_UNMAP): ring.push(start: event.start, end: event.end, cause: .unmap)
+    case Int(CUFFD_EVENT_REMOVE): ring.push(start: event.start, end: event.end, cause: .remove)
+    case Int(CUFFD_EVENT_REMAP):
+      ring.push(start: event.start, end: event.end, cause: .remap)
+      // Whatever was mapped at the destination is gone too; queue it in
+      // case it was cached.
+      let (destinationEnd, overflow) = event.to.addingReportingOverflow(event.end &- event.start)
+      ring.push(start: event.to, end: overflow ? UInt64.max : destinationEnd, cause: .remap)
+    case Int(CUFFD_EVENT_PAGEFAULT):
+      // Never expected (nothing is write-protected); if one comes, release
+      // the faulting thread rather than leave it blocked.
+      _ = CUFFD_unprotect(fd, event.start & ~4095, 4096)
+    default:
+      break
+    }
+  }
+}
+
+/// Why the userfaultfd monitor could not start: the call and its errno.
+public struct MonitorUnavailable: Error, Sendable, Hashable, Codable, CustomStringConvertible {
+  /// The call that failed (`userfaultfd`, `ioctl(UFFDIO_API)`, ...).
+  public var operation: String
+  /// Its errno.
+  public var errno: Int32
+
+  public var description: String {
+    let advice: String
+    switch errno {
+    case EPERM:
+      advice =
+        "userfaultfd is not allowed here (seccomp or a container, or vm.unprivileged_userfaultfd=0 "
+        + "on a kernel without UFFD_USER_MODE_ONLY); call invalidate(address:length:) before "
+        + "unmapping or reusing cached memory"
+    case ENOSYS:
+      advice = "the kernel has no userfaultfd (CONFIG_USERFAULTFD); invalidate explicitly"
+    case EINVAL:
+      advice = "the kernel lacks the UNMAP/REMOVE/REMAP events; invalidate explicitly"
+    default:
+      advice = "invalidate explicitly"
+    }
+    return "\(operation) failed: \(ErrnoName.of(errno)) (\(ErrnoName.text(errno))): \(advice)"
+  }
+}

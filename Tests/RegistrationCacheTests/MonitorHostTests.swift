@@ -1,0 +1,264 @@
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+import Verbs
+
+@testable import RegistrationCache
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The userfaultfd monitor on the host, with registration replaced by a
+/// counter (the memory is real; only `ibv_reg_mr` is not): each way memory
+/// goes away must drop the cached entry before the next lookup. Skipped
+/// where the kernel refuses userfaultfd (then the fallback test runs).
+@Suite(.serialized) struct MonitorHostTests {
+  static let monitored: Bool = {
+    let (cache, _) = countingCache(monitor: .userfaultfd)
+    return cache.statistics.monitor.isAutomatic
+  }()
+
+  @Test func reportsWhichMonitorItHas() {
+    let (cache, _) = countingCache(monitor: .userfaultfd)
+    let monitor = cache.statistics.monitor
+    if case .explicitOnly(let reason) = monitor {
+      // The fallback must say why and what to do.
+      #expect(reason.contains("userfaultfd") || reason.contains("UFFDIO"))
+    }
+    let (explicit, _) = countingCache(monitor: .explicitOnly)
+    #expect(!explicit.statistics.monitor.isAutomatic)
+  }
+
+  @Test(.enabled(if: monitored)) func munmapThenMmapAtTheSameAddressMisses() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let length = 16 * page
+    let address = mapAnonymous(length)
+    let first = try cache.lookup(address: address, length: length)
+    first.release()
+    unmap(address, length)
+    #expect(mapAnonymous(length, at: address) == address)
+    let second = try cache.lookup(address: address, length: length)
+    #expect(second.lkey != first.lkey && counting.count == 2)
+    let s = cache.statistics
+    #expect(s.invalidations[.unmap] == 1 && s.monitorEvents >= 1)
+    unmap(address, length)
+  }
+
+  @Test(.enabled(if: monitored)) func mapFixedOverARegisteredRangeMisses() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let length = 8 * page
+    let address = mapAnonymous(length)
+    try cache.lookup(address: address, length: length).release()
+    // MAP_FIXED over the middle only.
+    _ = mapAnonymous(2 * page, at: address + UInt64(2 * page))
+    _ = try cache.lookup(address: address, length: length)
+    #expect(counting.count == 2)
+    #expect(cache.statistics.invalidations[.unmap] ?? 0 >= 1)
+    unmap(address, length)
+  }
+
+  @Test(.enabled(if: monitored)) func madviseDontNeedInsideAHeldRegion() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let length = 8 * page
+    let address = mapAnonymous(length)
+    let held = try cache.lookup(address: address, length: length)
+    let raw = UnsafeMutableRawPointer(bitPattern: UInt(address + UInt64(page)))!
+    #expect(madvise(raw, page, MADV_DONTNEED) == 0)
+    // Re-touching after DONTNEED must not stall (no MISSING-mode watch).
+    raw.storeBytes(of: 7, as: UInt8.self)
+    let after = try cache.lookup(address: address, length: length)
+    #expect(!held.isCached && after.lkey != held.lkey && counting.count == 2)
+    #expect(cache.statistics.invalidations[.remove] == 1)
+    #expect(cache.statistics.liveRegistrations == 2)
+    held.release()
+    #expect(cache.statistics.liveRegistrations == 1)
+    unmap(address, length)
+  }
+
+  @Test(.enabled(if: monitored)) func mremapMovingARegionMisses() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let length = 4 * page
+    let address = mapAnonymous(length + page)
+    try cache.lookup(address: address, length: length).release()
+    // The page after the range, part of the same mapping (a MAP_FIXED
+    // there could clobber someone else's memory): growing must move.
+    let blocker = address + UInt64(length)
+    let moved = GNU.mremap(
+      UnsafeMutableRawPointer(bitPattern: UInt(address)), length, 64 * page, GNU.mayMove)
+    #expect(moved != MAP_FAILED)
+    let newAddress = UInt64(UInt(bitPattern: moved))
+    #expect(newAddress != address)
+    #expect(mapAnonymous(length, at: address) == address)
+    _ = try cache.lookup(address: address, length: length)
+    #expect(counting.count == 2)
+    #expect(cache.statistics.invalidations[.remap] ?? 0 >= 1)
+    unmap(newAddress, 64 * page)
+    unmap(address, length)
+    unmap(blocker, page)
+  }
+
+  @Test(.enabled(if: monitored)) func firstTouchOfWatchedUnpopulatedPagesDoesNotStall() throws {
+    let (cache, _) = countingCache(monitor: .userfaultfd)
+    let length = 64 * page
+    let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+    let address = UInt64(UInt(bitPattern: raw))
+    try cache.lookup(address: address, length: length).release()
+    // Never touched before: a MISSING-mode watch would block here forever.
+    let done = Atomic<Bool>(false)
+    let start = UInt(bitPattern: raw)
+    Thread.detachNewThread {
+      memset(UnsafeMutableRawPointer(bitPattern: start)!, 1, length)
+      done.store(true, ordering: .releasing)
+    }
+    let deadline = ContinuousClock.now + .seconds(5)
+    while !done.load(ordering: .acquiring) && ContinuousClock.now < deadline { usleep(1000) }
+    let touched = done.load(ordering: .acquiring)
+    #expect(touched, "first touch stalled")
+    // read(2) into watched pages faults inside the kernel: must work too.
+    let fd = open("/proc/self/stat", O_RDONLY)
+    madvise(raw, length, MADV_DONTNEED)
+    #expect(read(fd, raw, 64) > 0)
+    close(fd)
+    munmap(raw, length)
+  }
+
+  @Test(.enabled(if: monitored)) func fileMappingsAreHandedOutButNotCached() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let path = NSTemporaryDirectory() + "cache-file-\(getpid())"
+    _ = FileManager.default.createFile(atPath: path, contents: Data(count: 4 * page))
+    defer { unlink(path) }
+    let fd = open(path, O_RDWR)
+    let raw = mmap(nil, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
+    close(fd)
+    let address = UInt64(UInt(bitPattern: raw))
+    let a = try cache.lookup(address: address, length: 4 * page)
+    let b = try cache.lookup(address: address, length: 4 * page)
+    #expect(!a.isCached && !b.isCached && counting.count == 2)
+    #expect(cache.statistics.uncachedRegistrations == 2 && cache.statistics.entries == 0)
+    munmap(raw, 4 * page)
+  }
+
+  @Test(.enabled(if: monitored)) func rangeWatchedByAnotherMonitorIsNotCached() throws {
+    let (first, _) = countingCache(monitor: .userfaultfd)
+    let (second, counting) = countingCache(monitor: .userfaultfd)
+    let length = 4 * page
+    let address = mapAnonymous(length)
+    _ = try first.lookup(address: address, length: length)
+    let other = try second.lookup(address: address, length: length)  // EBUSY
+    #expect(!other.isCached && counting.count == 1)
+    #expect(second.statistics.uncachedRegistrations == 1)
+    unmap(address, length)
+  }
+
+  /// libfabric #5554: a thread that frees (and trims the heap, or unmaps)
+  /// while another thread holds the cache's lock must not deadlock: the
+  /// unmapping thread waits for the monitor to read the event, and the
+  /// monitor must not wait for the lock.
+  @Test(.enabled(if: monitored)) func unmapWhileAnotherThreadHoldsTheLockCompletes() throws {
+    let (cache, _) = countingCache(monitor: .userfaultfd)
+    // A malloc'd block above the mmap threshold (freed with munmap) and a
+    // heap block below it (free + malloc_trim: brk or MADV_DONTNEED).
+    let big = malloc(4 << 20)!
+    let small = malloc(64 << 10)!
+    memset(big, 1, 4 << 20)
+    memset(small, 1, 64 << 10)
+    for block in [(big, 4 << 20), (small, 64 << 10)] {
+      let start = UInt64(UInt(bitPattern: block.0))
+      try cache.lookup(address: start, length: block.1).release()
+    }
+    let holding = Atomic<Bool>(false)
+    let released = Atomic<Bool>(false)
+    let freed = Atomic<Bool>(false)
+    Thread.detachNewThread {
+      cache.withWriteLockForTesting {
+        holding.store(true, ordering: .releasing)
+        // Hold the lock until the freeing thread is done (or 5 s).
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !freed.load(ordering: .acquiring) && ContinuousClock.now < deadline { usleep(100) }
+      }
+      released.store(true, ordering: .releasing)
+    }
+    while !holding.load(ordering: .acquiring) { usleep(100) }
+    let start = ContinuousClock.now
+    free(big)
+    free(small)
+    _ = GNU.mallocTrim(0)
+    freed.store(true, ordering: .releasing)
+    let elapsed = ContinuousClock.now - start
+    #expect(elapsed < .seconds(5), "free/malloc_trim took \(elapsed) while the lock was held")
+    while !released.load(ordering: .acquiring) { usleep(100) }
+    // The next lookup applies what the monitor queued.
+    _ = try cache.lookup(address: 0x7000_0000, length: page)
+    #expect(cache.statistics.invalidations[.unmap] ?? 0 >= 1)
+  }
+
+  @Test(.enabled(if: monitored)) func overflowingTheQueueDropsEverything() throws {
+    let (cache, _) = countingCache(
+      limits: CacheLimits(monitorQueueCapacity: 2), monitor: .userfaultfd)
+    var addresses: [UInt64] = []
+    for _ in 0..<6 {
+      let address = mapAnonymous(page)
+      try cache.lookup(address: address, length: page).release()
+      addresses.append(address)
+    }
+    let keep = mapAnonymous(page)
+    try cache.lookup(address: keep, length: page).release()
+    for address in addresses { unmap(address, page) }
+    _ = try cache.lookup(address: keep, length: page)
+    let s = cache.statistics
+    #expect(s.invalidations[.monitorOverflow] ?? 0 >= 1)
+    #expect(s.misses == 8)  // even `keep` was dropped: safe, never stale
+    unmap(keep, page)
+  }
+}
+
+/// Found with `umem cache-bench`: watching 2 MiB blocks can cover thread
+/// stacks (mmap puts them next to buffers). A thread that exits gives its
+/// stack back with MADV_DONTNEED, which waits for the monitor to read the
+/// REMOVE event; when the exiting thread was the monitor itself (at
+/// close), it waited for itself. Closing must finish.
+@Suite(.serialized) struct MonitorCloseTests {
+  @Test(.enabled(if: MonitorHostTests.monitored)) func closeFinishesWhenThreadStacksAreWatched()
+    throws
+  {
+    for _ in 0..<3 {
+      // The buffer first: the monitor thread's stack is then mapped just
+      // below it, inside the first buffer page's 2 MiB block.
+      let length = 4096 * page
+      let address = mapAnonymous(length)
+      let (cache, _) = countingCache(
+        limits: CacheLimits(maxEntries: 5000), monitor: .userfaultfd)
+      // Threads whose stacks land next to the buffer, and exit.
+      runOnThreads(4) { t in
+        for i in stride(from: t, to: 4096, by: 4) {
+          _ = try? cache.lookup(address: address + UInt64(i * page), length: page).release()
+        }
+      }
+      let closed = Atomic<Bool>(false)
+      Thread.detachNewThread {
+        cache.close()
+        closed.store(true, ordering: .releasing)
+      }
+      let deadline = ContinuousClock.now + .seconds(5)
+      while !closed.load(ordering: .acquiring) && ContinuousClock.now < deadline { usleep(1000) }
+      let finished = closed.load(ordering: .acquiring)
+      #expect(finished, "close() did not finish within 5 s")
+      if !finished { return }
+      unmap(address, length)
+    }
+  }
+
+  /// The reproduction: `umem cache-bench` hung in close() before the
+  /// monitor closed its descriptor itself (its buffer is mapped before the
+  /// cache, so the monitor's stack lies next to it).
+  @Test(.enabled(if: MonitorHostTests.monitored)) func cacheBenchCountingFinishes() {
+    let result = TestTools.run([
+      "timeout", "120", TestTools.executable("umem"), "cache-bench", "--registrar", "counter",
+      "--regions", "10000", "--lookups", "100000", "--json",
+    ])
+    #expect(result.status == 0, "exit \(result.status) (124: hung): \(result.stderr)")
+    #expect(result.stdout.contains("\"hits\":100000"))
+  }
+}
