@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RegistrationCache
 import Synchronization
+import ToolSupport
 import Verbs
 
 /// `umem cache-bench`: register N buffers through a ``RegistrationCache``,
