@@ -89,6 +89,20 @@ import UmemSystem
     }
   }
 
+  /// Found by ci/fuzz in Umem's twin of this check: a range ending at
+  /// 0xffff_ffff_ffff_f000 passed the overflow check, then rounding it up
+  /// to a page trapped. Now it is checked arithmetic all the way.
+  @Test func rangeEndingInTheLastPageDoesNotTrap() throws {
+    try Registration.validate(
+      address: 0xffff_ffff_ffff_e000, length: 0x1000, iova: 0xffff_ffff_ffff_e000,
+      access: .localWrite, context: nil)
+    expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
+      try Registration.validate(
+        address: 0xffff_ffff_ffff_f000, length: 0x1000, iova: 0x1000, access: .localWrite,
+        context: nil)
+    }
+  }
+
   @Test func kernelErrorsBecomeAdvice() {
     let limited = MemoryLockStatus(
       softLimit: 8 << 20, hardLimit: 8 << 20, pinnedBytes: 7 << 20, lockedBytes: 0)

@@ -26,3 +26,21 @@ ends_within() {
   status=$?
   return 0
 }
+
+# listening PORT [SECONDS]: waits until an rdma_cm listener on PORT shows in
+# the kernel's resource tracker (rdma resource show cm_id, state LISTEN), up
+# to SECONDS (default 60), instead of sleeping a fixed time: under emulation a
+# server can take 20x longer to start on a busy machine. Returns 1 (and says
+# so) if it never appears.
+listening() {
+  local port=$1 limit=${2:-60} t
+  t=$(now)
+  for _ in $(seq $((limit * 10))); do
+    if rdma resource show cm_id 2>/dev/null | grep -Eq "state LISTEN .*:${port}( |$)"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "note: nothing listened on port $port within ${limit}s" >&2
+  return 1
+}

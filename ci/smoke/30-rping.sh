@@ -14,6 +14,7 @@ addr=${RPING_ADDR:-198.18.0.1}
 count=${RPING_COUNT:-50}
 logs=$(mktemp -d)
 port=7300
+. "$(dirname "$0")/../lib/smoke.sh"
 failures=0
 
 # pair NAME SERVER CLIENT SIZE [COUNT]: runs one server and one client,
@@ -25,7 +26,7 @@ pair() {
   local limit=$((100 + count / 50))
   timeout $((limit + 20)) "$server" -s -a "$addr" -p "$port" -S "$size" -v >"$s_out" 2>"$s_out.err" &
   local sp=$!
-  sleep 1.5
+  listening "$port" || true
   timeout "$limit" "$client" -c -a "$addr" -p "$port" -S "$size" -C "$count" -V -v >"$c_out" 2>"$c_out.err"
   local cs=$?
   wait "$sp"
@@ -60,12 +61,12 @@ fi
 # The first -v lines of both implementations must be byte-identical.
 "$c_rping" -s -a "$addr" -p 7399 -S 64 -v >"$logs/ref.server" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7399 || true
 "$c_rping" -c -a "$addr" -p 7399 -S 64 -C 3 -v >"$logs/ref.client" 2>&1
 wait "$sp"
 "$swift_rping" -s -a "$addr" -p 7398 -S 64 -v >"$logs/swift.server" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7398 || true
 "$swift_rping" -c -a "$addr" -p 7398 -S 64 -C 3 -v >"$logs/swift.client" 2>&1
 wait "$sp"
 if diff <(grep 'ping data' "$logs/ref.client") <(grep 'ping data' "$logs/swift.client") >/dev/null \

@@ -44,7 +44,7 @@ expect "unresolvable -a" 255 "getaddrinfo" "$rping" -c -a no.such.host.invalid -
 # 5. Mismatched sizes: a Swift server with a smaller -S refuses the READ.
 "$rping" -s -a "$addr" -p 7401 -S 64 >"$logs/s5" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7401 || true
 expect "client -S 4096 vs Swift server -S 64 (client side)" 255 "DISCONNECTED" \
   "$rping" -c -a "$addr" -p 7401 -S 4096 -C 5 -V
 wait "$sp"
@@ -58,7 +58,7 @@ fi
 # ... and against the C server, whose READ fails.
 "$c_rping" -s -a "$addr" -p 7402 -S 64 >"$logs/s5c" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7402 || true
 expect "client -S 4096 vs C server -S 64" 255 "RDMA_CM_EVENT_" \
   "$rping" -c -a "$addr" -p 7402 -S 4096 -C 5 -V
 wait "$sp" || true
@@ -66,7 +66,7 @@ wait "$sp" || true
 # 6. Server killed mid-run: the client reports the disconnect within 10 s.
 "$rping" -s -a "$addr" -p 7403 -S 64 >"$logs/s6" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7403 || true
 "$rping" -c -a "$addr" -p 7403 -S 64 -C 0 -V >"$logs/c6" 2>&1 &
 cp=$!
 sleep 3
@@ -85,7 +85,7 @@ fi
 #    before N pings as a failure.)
 "$rping" -s -a "$addr" -p 7404 -S 64 -C 1000000 >"$logs/s7" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7404 || true
 "$rping" -c -a "$addr" -p 7404 -S 64 -C 0 >"$logs/c7" 2>&1 &
 cp=$!
 sleep 3
@@ -104,7 +104,7 @@ wait "$cp" 2>/dev/null
 #    serves the next client (Swift and C).
 "$rping" -s -P -a "$addr" -p 7405 -S 64 -v >"$logs/s8" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7405 || true
 "$rping" -c -a "$addr" -p 7405 -S 64 -C 0 >"$logs/c8" 2>&1 &
 cp=$!
 sleep 3
@@ -129,7 +129,7 @@ wait "$sp" 2>/dev/null
 #    one is still running on the same server (Swift and C clients).
 "$rping" -s -P -a "$addr" -p 7406 -S 64 >"$logs/s9" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7406 || true
 "$rping" -c -a "$addr" -p 7406 -S 64 -C 0 -V >"$logs/c9long" 2>&1 &
 lp=$!
 sleep 1

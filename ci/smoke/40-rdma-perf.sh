@@ -15,7 +15,7 @@ logs=$(mktemp -d)
 #    sane figures and a plan for each side.
 "$perf" server -a "$addr" -p 7480 -v >"$logs/s1" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7480 || true
 timeout 300 "$perf" client -a "$addr" -p 7480 --iterations 100 --json >"$logs/r1.json" 2>"$logs/c1"
 cs=$?
 wait "$sp"
@@ -50,7 +50,7 @@ fi
 # 2. Text output names both plans.
 "$perf" server -a "$addr" -p 7481 >"$logs/s2" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7481 || true
 timeout 120 "$perf" client -a "$addr" -p 7481 --tests write-lat --sizes 23 --iterations 50 \
   --backing thp --iova keep >"$logs/c2" 2>&1
 cs=$?
@@ -75,7 +75,7 @@ fi
 # 4. Server killed in the middle of a long run: the client fails within 10 s.
 "$perf" server -a "$addr" -p 7482 >"$logs/s4" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7482 || true
 "$perf" client -a "$addr" -p 7482 --tests write-bw --sizes 4K --iterations 100000000 >"$logs/c4" 2>&1 &
 cp=$!
 sleep 4
@@ -93,7 +93,7 @@ wait "$sp" 2>/dev/null
 # 5. Client killed mid-ping-pong: the server fails within 10 s.
 "$perf" server -a "$addr" -p 7483 >"$logs/s5" 2>&1 &
 sp=$!
-sleep 1.5
+listening 7483 || true
 "$perf" client -a "$addr" -p 7483 --tests write-lat --sizes 64 --iterations 100000000 >"$logs/c5" 2>&1 &
 cp=$!
 sleep 4

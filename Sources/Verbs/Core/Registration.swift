@@ -57,7 +57,9 @@ enum Registration {
           + "the kernel requires them equal, so pick an IOVA with the same low 12 bits",
         checkedBeforeCall: true)
     }
-    let pages = ((end + cpuPageSize - 1) / cpuPageSize) - address / cpuPageSize
+    // `end + (cpuPageSize - 1)` was checked above not to overflow; adding
+    // the page size first would (a range ending at 0xffff_ffff_ffff_f000).
+    let pages = ((end + (cpuPageSize - 1)) / cpuPageSize) - address / cpuPageSize
     if pages > UInt64(UInt32.max) {
       throw VerbsError(
         .invalidArgument, operation: op, errno: EINVAL,
