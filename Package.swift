@@ -31,9 +31,11 @@ let package = Package(
     .target(name: "Phyr"),
     // The one internal system layer (errno names, /proc parsing, rlimits,
     // mmap) that Verbs, Umem and RDMACM share; on swift-system.
+    // epoll and eventfd headers, which the Glibc module leaves out.
+    .systemLibrary(name: "CUmemSystem"),
     .target(
       name: "UmemSystem",
-      dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+      dependencies: ["CUmemSystem", .product(name: "SystemPackage", package: "swift-system")]),
     .target(name: "Verbs", dependencies: ["CRDMA", "UmemSystem"], swiftSettings: lifetimes),
     .target(name: "Umem", dependencies: ["Phyr", "Verbs", "UmemSystem"], swiftSettings: lifetimes),
     .target(
