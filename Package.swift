@@ -17,6 +17,7 @@ let package = Package(
     .executable(name: "umem", targets: ["umem"]),
     .executable(name: "rping", targets: ["rping"]),
     .executable(name: "rdma-perf", targets: ["rdma-perf"]),
+    .executable(name: "async-echo", targets: ["async-echo"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -63,6 +64,14 @@ let package = Package(
       ],
       path: "Samples/rdma-perf",
       swiftSettings: lifetimes
+    ),
+    .executableTarget(
+      name: "async-echo",
+      dependencies: [
+        "RDMACM", "Verbs",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Samples/async-echo"
     ),
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),

@@ -253,7 +253,8 @@ package final class Reactor: Sendable {
         if left <= .zero { return 0 }
         let (seconds, attoseconds) = left.components
         // Round up, so a wake-up never comes before the deadline.
-        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+        return Int32(
+          clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
       }
       let count = epoll_wait(poller, &events, Int32(events.count), timeout)
       var ready: [(CheckedContinuation<Readiness, Never>, Readiness)] = []
