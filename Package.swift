@@ -85,6 +85,10 @@ let package = Package(
     // only the owned tier need no experimental features.
     .testTarget(
       name: "OwnedTierTests", dependencies: ["Verbs", "UmemSystem", "TestSupport"]),
+    // Async completions and connection events: the reactor on the host,
+    // the rest on rxe. Built without the Lifetimes feature (owned tier only).
+    .testTarget(
+      name: "AsyncTests", dependencies: ["Verbs", "RDMACM", "UmemSystem", "TestSupport"]),
     .testTarget(
       name: "RDMACMTests", dependencies: ["RDMACM", "Verbs", "TestSupport"],
       swiftSettings: lifetimes),

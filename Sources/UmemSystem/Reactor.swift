@@ -188,6 +188,12 @@ package final class Reactor: Sendable {
     _ = state.withLock { state in state.sources.removeValue(forKey: id) }
   }
 
+  /// Waiters registered right now, for tests that check nothing is left behind.
+  package var waiterCount: Int { state.withLock { $0.waiters.count } }
+
+  /// Sources known right now (made and not yet released).
+  package var sourceCount: Int { state.withLock { $0.sources.count } }
+
   // MARK: The thread
 
   /// Creates the epoll instance, the eventfd and the thread, once.
