@@ -72,19 +72,47 @@ struct ClientCommand: AsyncParsableCommand {
   @Flag(help: "Compare every echo with what was sent.")
   var verify = false
 
+  @Option(
+    help: ArgumentHelp(
+      "Before echoing, keep every connection open and waiting for this many seconds, and "
+        + "print the CPU time used while all were up.", valueName: "seconds"))
+  var idle: Double?
+
   func validate() throws {
     guard (1...1024).contains(clients) else { throw ValidationError("--clients must be 1...1024") }
     guard messages >= 0 else { throw ValidationError("--messages must be 0 or more") }
     guard (1...largestMessage).contains(size) else {
       throw ValidationError("--size must be 1 byte to 16 MiB")
     }
+    if let idle, !(idle > 0 && idle <= 3600) {
+      throw ValidationError("--idle must be more than 0 and at most 3600 seconds")
+    }
   }
 
   func run() async throws {
     let start = ContinuousClock.now
-    let outcomes = await runClients(
+    let phase = idle.map { IdlePhase(expected: clients, seconds: $0) }
+    async let running = runClients(
       address: address, port: port, clients: clients, messages: messages, size: size,
-      verify: verify)
+      verify: verify, idle: phase)
+    if let phase {
+      await phase.allArrived()
+      let window = ContinuousClock.now.duration(to: phase.until) - .milliseconds(200)
+      if window > .zero {
+        let before = cpuSeconds()
+        try? await Task.sleep(for: window)
+        let used = cpuSeconds() - before
+        let seconds = window.microseconds / 1e6
+        say(
+          String(
+            format: "async-echo client: idle with %d connections open and awaited: "
+              + "%.4f CPU seconds in %.1f s (%.3f%% of one core)",
+            clients, used, seconds, 100 * used / seconds))
+      } else {
+        say("async-echo client: connecting took longer than --idle; no idle measurement")
+      }
+    }
+    let outcomes = await running
     let seconds = (ContinuousClock.now - start).microseconds / 1e6
     var good = true
     for outcome in outcomes {

@@ -50,9 +50,11 @@ struct AsyncCompletionsOnDevice {
   }
 
   /// The reactor's epoll and eventfd descriptors stay for the life of the
-  /// process, and librdmacm keeps devices open: make both exist before
-  /// counting descriptors.
+  /// process, librdmacm keeps devices open, and the concurrency runtime opens
+  /// its timer descriptors at the first `Task.sleep`: make all of them exist
+  /// before counting descriptors.
   static func warmUp() async throws {
+    try await Task.sleep(for: .milliseconds(1))
     let context = try SharedDeviceContext.open(name: DeviceLab.deviceName)
     let cq = try context.createCompletionQueue(entries: 4)
     _ = try? await cq.next(timeout: .milliseconds(1))
