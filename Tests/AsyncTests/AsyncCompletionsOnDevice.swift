@@ -54,7 +54,10 @@ struct AsyncCompletionsOnDevice {
   /// its timer descriptors at the first `Task.sleep`: make all of them exist
   /// before counting descriptors.
   static func warmUp() async throws {
+    // A 1 ms and a 200 ms sleep: the runtime's timers for short and long
+    // sleeps live on separate descriptors.
     try await Task.sleep(for: .milliseconds(1))
+    try await Task.sleep(for: .milliseconds(200))
     let context = try SharedDeviceContext.open(name: DeviceLab.deviceName)
     let cq = try context.createCompletionQueue(entries: 4)
     _ = try? await cq.next(timeout: .milliseconds(1))
@@ -62,6 +65,23 @@ struct AsyncCompletionsOnDevice {
     try context.close()
     let id = try ConnectionID()
     try id.resolveAddress(SocketAddress(host: host, port: 7600))
+  }
+
+  /// What each open descriptor refers to (`/proc/self/fd`), to name a leak.
+  static func descriptors() -> [String: String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    var targets: [String: String] = [:]
+    for name in names {
+      targets[name] =
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)"))
+        ?? "?"
+    }
+    return targets
+  }
+
+  /// The descriptors in `after` that were not in `before`, as `fd -> target`.
+  static func added(_ before: [String: String], _ after: [String: String]) -> [String] {
+    after.filter { before[$0.key] != $0.value }.map { "\($0.key) -> \($0.value)" }.sorted()
   }
 
   static func seconds(_ d: Duration) -> Double {
@@ -140,6 +160,11 @@ struct AsyncCompletionsOnDevice {
 
   @Test func cancelledTaskReturnsPromptlyAndLeavesNothing() async throws {
     try await Self.warmUp()
+    let descriptorsBefore = Self.descriptors()
+    defer {
+      let added = Self.added(descriptorsBefore, Self.descriptors())
+      if !added.isEmpty { print("cancelled wait: descriptors added: \(added)") }
+    }
     try await expectNoLeaks("a cancelled wait") {
       let context = try SharedDeviceContext.open(name: DeviceLab.deviceName)
       let pd = try context.allocateProtectionDomain()
