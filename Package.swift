@@ -18,6 +18,7 @@ let package = Package(
     .executable(name: "umem", targets: ["umem"]),
     .executable(name: "rping", targets: ["rping"]),
     .executable(name: "rdma-perf", targets: ["rdma-perf"]),
+    .executable(name: "async-echo", targets: ["async-echo"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,9 +34,11 @@ let package = Package(
     .target(name: "Phyr"),
     // The one internal system layer (errno names, /proc parsing, rlimits,
     // mmap) that Verbs, Umem and RDMACM share; on swift-system.
+    // epoll and eventfd headers, which the Glibc module leaves out.
+    .systemLibrary(name: "CUmemSystem"),
     .target(
       name: "UmemSystem",
-      dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+      dependencies: ["CUmemSystem", .product(name: "SystemPackage", package: "swift-system")]),
     .target(name: "Verbs", dependencies: ["CRDMA", "UmemSystem"], swiftSettings: lifetimes),
     .target(
       name: "Umem",
@@ -81,6 +84,14 @@ let package = Package(
     ),
     // The kernel oracle's ioctl interface (the module itself is in ci/oracle).
     .target(name: "COracle", path: "Tests/COracle"),
+    .executableTarget(
+      name: "async-echo",
+      dependencies: [
+        "RDMACM", "Verbs",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Samples/async-echo"
+    ),
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
     .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
@@ -95,6 +106,10 @@ let package = Package(
     // only the owned tier need no experimental features.
     .testTarget(
       name: "OwnedTierTests", dependencies: ["Verbs", "UmemSystem", "TestSupport"]),
+    // Async completions and connection events: the reactor on the host,
+    // the rest on rxe. Built without the Lifetimes feature (owned tier only).
+    .testTarget(
+      name: "AsyncTests", dependencies: ["Verbs", "RDMACM", "UmemSystem", "TestSupport"]),
     .testTarget(
       name: "RegistrationCacheTests",
       dependencies: [

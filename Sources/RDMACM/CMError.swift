@@ -29,6 +29,8 @@ public struct CMError: Error, Sendable, Hashable, CustomStringConvertible {
     case deviceRemoved
     /// A wait ran out of time.
     case timedOut
+    /// The ``SharedConnection`` was closed before or during the call.
+    case closed
     /// An event arrived that the caller was not waiting for.
     case unexpectedEvent
     /// A verbs resource or work request failed; ``CMError/verbs`` has details.

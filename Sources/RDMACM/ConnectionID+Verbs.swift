@@ -55,13 +55,23 @@ extension ConnectionID {
     pd: borrowing ProtectionDomain, completions: borrowing CompletionQueue,
     capacity: QueuePairCapacity = QueuePairCapacity()
   ) throws(CMError) -> QueuePair {
+    _ = try makeQueuePair(
+      pd: pd.raw, send: completions.raw, receive: completions.raw, capacity: capacity)
+    return QueuePair(adopting: raw, pd: pd, completions: completions, owner: self)
+  }
+
+  /// Makes the id's queue pair with `rdma_create_qp`, for both tiers.
+  func makeQueuePair(
+    pd: UnsafeMutablePointer<ibv_pd>, send: UnsafeMutablePointer<ibv_cq>,
+    receive: UnsafeMutablePointer<ibv_cq>, capacity: QueuePairCapacity
+  ) throws(CMError) -> UnsafeMutablePointer<ibv_qp> {
     var attr = ibv_qp_init_attr()
-    attr.send_cq = completions.raw
-    attr.recv_cq = completions.raw
+    attr.send_cq = send
+    attr.recv_cq = receive
     attr.qp_type = IBV_QPT_RC
     attr.sq_sig_all = 0
-    guard let send = UInt32(exactly: capacity.sendRequests),
-      let receive = UInt32(exactly: capacity.receiveRequests),
+    guard let sendRequests = UInt32(exactly: capacity.sendRequests),
+      let receiveRequests = UInt32(exactly: capacity.receiveRequests),
       let sendSGE = UInt32(exactly: capacity.sendScatterGather),
       let receiveSGE = UInt32(exactly: capacity.receiveScatterGather),
       let inline = UInt32(exactly: capacity.inlineData)
@@ -71,8 +81,8 @@ extension ConnectionID {
         message: "queue pair capacities must fit in 32 bits; got \(capacity)")
     }
     attr.cap = ibv_qp_cap(
-      max_send_wr: send, max_recv_wr: receive, max_send_sge: sendSGE, max_recv_sge: receiveSGE,
-      max_inline_data: inline)
+      max_send_wr: sendRequests, max_recv_wr: receiveRequests, max_send_sge: sendSGE,
+      max_recv_sge: receiveSGE, max_inline_data: inline)
     // The rules librdmacm answers with a bare EINVAL, checked here so the
     // error says which one; an EINVAL after them is the connection's state.
     let verbs = try device(for: "rdma_create_qp")
@@ -81,17 +91,19 @@ extension ConnectionID {
         .invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
         message: "this id has a queue pair already; an id carries one, so create another id")
     }
-    guard pd.raw.pointee.context == verbs, completions.raw.pointee.context == verbs else {
+    guard pd.pointee.context == verbs, send.pointee.context == verbs,
+      receive.pointee.context == verbs
+    else {
       throw CMError(
         .invalidArgument, operation: "rdma_create_qp", errno: EINVAL,
         message: "the protection domain and the completion queue must come from this id's "
           + "device; allocate them through the id")
     }
-    if rdma_create_qp(raw, pd.raw, &attr) != 0 {
+    if rdma_create_qp(raw, pd, &attr) != 0 {
       let code = CRDMA_errno()
       throw CMError(Self.queuePairRefusal(errno: code, capacity: capacity))
     }
-    return QueuePair(adopting: raw, pd: pd, completions: completions, owner: self)
+    return raw.pointee.qp
   }
 
   /// Waits until `completions` has at least one work completion, and returns
@@ -107,23 +119,14 @@ extension ConnectionID {
   ) throws(CMError) -> [WorkCompletion] {
     let clock = ContinuousClock()
     let deadline = timeout.map { clock.now.advanced(by: $0) }
+    let core = completions.core
     while true {
-      var found: [WorkCompletion]
+      var found: [WorkCompletion] = []
       do throws(VerbsError) {
-        found = try completions.poll(maximum: maximum)
-        if !found.isEmpty { return found }
-        // Arm, then poll again: a completion that landed before arming raises no event.
-        let armed = ibv_req_notify_cq(completions.raw, 0)
-        if armed != 0 {
-          throw VerbsError(
-            .other, operation: "ibv_req_notify_cq", errno: armed,
-            message: "could not arm the completion queue")
-        }
-        found = try completions.poll(maximum: maximum)
+        if try core.drainOrArm(maximum: maximum, { found.append($0) }) > 0 { return found }
       } catch {
         throw CMError(error)
       }
-      if !found.isEmpty { return found }
       var ms: Int32 = -1
       if let deadline {
         let left = clock.now.duration(to: deadline)
@@ -131,7 +134,7 @@ extension ConnectionID {
         ms = Int32(clamping: max(1, left.milliseconds))
       }
       var descriptors = [
-        pollfd(fd: completions.channel.pointee.fd, events: Int16(POLLIN), revents: 0),
+        pollfd(fd: core.channel.pointee.fd, events: Int16(POLLIN), revents: 0),
         pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0),
       ]
       if Glibc.poll(&descriptors, 2, ms) < 0 && errno != EINTR {
@@ -146,13 +149,7 @@ extension ConnectionID {
           failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
           message: ConnectionID.explain(event, peer: peerAddress))
       }
-      if descriptors[0].revents != 0 {
-        var cq: UnsafeMutablePointer<ibv_cq>? = nil
-        var context: UnsafeMutableRawPointer? = nil
-        if ibv_get_cq_event(completions.channel, &cq, &context) == 0, let cq {
-          ibv_ack_cq_events(cq, 1)
-        }
-      }
+      if descriptors[0].revents != 0 { core.acknowledgeEvents() }
     }
   }
 

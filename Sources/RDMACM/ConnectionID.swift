@@ -106,6 +106,16 @@ public struct ConnectionID: ~Copyable {
     _ destination: SocketAddress, from source: SocketAddress? = nil,
     timeout: Duration = .milliseconds(2000)
   ) throws(CMError) {
+    try startResolvingAddress(destination, from: source, timeout: timeout)
+    _ = try expect(
+      .addressResolved, operation: "rdma_resolve_addr", peer: destination,
+      timeout: timeout + .seconds(5))
+  }
+
+  /// Starts address resolution; the sync and async waits follow.
+  func startResolvingAddress(
+    _ destination: SocketAddress, from source: SocketAddress?, timeout: Duration
+  ) throws(CMError) {
     let ms = Int32(clamping: max(1, timeout.milliseconds))
     let result = destination.withSockaddr { dst in
       if let source {
@@ -120,14 +130,19 @@ public struct ConnectionID: ~Copyable {
         message: "cannot start resolving \(destination)"
           + (code == EADDRNOTAVAIL ? "; the source address is not local" : ""))
     }
-    _ = try expect(
-      .addressResolved, operation: "rdma_resolve_addr", peer: destination,
-      timeout: timeout + .seconds(5))
   }
 
   /// Resolves the route to the resolved address and waits for
   /// `RDMA_CM_EVENT_ROUTE_RESOLVED`. The C function is `rdma_resolve_route`.
   public func resolveRoute(timeout: Duration = .milliseconds(2000)) throws(CMError) {
+    try startResolvingRoute(timeout: timeout)
+    _ = try expect(
+      .routeResolved, operation: "rdma_resolve_route", peer: peerAddress,
+      timeout: timeout + .seconds(5))
+  }
+
+  /// Starts route resolution; the sync and async waits follow.
+  func startResolvingRoute(timeout: Duration) throws(CMError) {
     if rdma_resolve_route(raw, Int32(clamping: max(1, timeout.milliseconds))) != 0 {
       let code = CRDMA_errno()
       throw CMError(
@@ -137,9 +152,6 @@ public struct ConnectionID: ~Copyable {
             + "use an address on the netdev rxe is bound to (127.0.0.1 does not work with rxe)"
           : "cannot start route resolution; resolve the address first")
     }
-    _ = try expect(
-      .routeResolved, operation: "rdma_resolve_route", peer: peerAddress,
-      timeout: timeout + .seconds(5))
   }
 
   /// Connects and waits for `RDMA_CM_EVENT_ESTABLISHED`; returns that event,
@@ -151,13 +163,18 @@ public struct ConnectionID: ~Copyable {
   public func connect(
     _ parameters: ConnectionParameters = ConnectionParameters(), timeout: Duration = .seconds(30)
   ) throws(CMError) -> CMEvent {
+    try startConnecting(parameters)
+    return try expect(.established, operation: "rdma_connect", peer: peerAddress, timeout: timeout)
+  }
+
+  /// Starts connecting; the sync and async waits follow.
+  func startConnecting(_ parameters: ConnectionParameters) throws(CMError) {
     try parameters.validate(operation: "rdma_connect")
     if parameters.withC({ rdma_connect(raw, $0) }) != 0 {
       throw CMError(
         .connectError, operation: "rdma_connect", errno: CRDMA_errno(),
         message: "cannot start connecting; resolve the address and route first")
     }
-    return try expect(.established, operation: "rdma_connect", peer: peerAddress, timeout: timeout)
   }
 
   // MARK: Server side
@@ -196,32 +213,40 @@ public struct ConnectionID: ~Copyable {
       let left = deadline.map { clock.now.duration(to: $0) }
       if let left, left <= .zero { return nil }
       guard let event = try waitForEvent(timeout: left) else { continue }
-      if event.kind == .connectRequest,
-        let child = UnsafeMutablePointer<rdma_cm_id>(bitPattern: event.requestID)
-      {
-        let channel: UnsafeMutablePointer<rdma_event_channel>
-        do { channel = try ConnectionID.makeChannel() } catch {
-          _ = rdma_reject(child, nil, 0)
-          _ = rdma_destroy_id(child)
-          throw error
-        }
-        if rdma_migrate_id(child, channel) != 0 {
-          let code = CRDMA_errno()
-          _ = rdma_reject(child, nil, 0)
-          _ = rdma_destroy_id(child)
-          rdma_destroy_event_channel(channel)
-          throw CMError(
-            .other, operation: "rdma_migrate_id", errno: code,
-            message: "could not give the new connection its own event channel")
-        }
-        return ConnectionID(raw: child, channel: channel)
-      }
-      if let failure = event.kind.failure {
-        throw CMError(
-          failure, operation: "rdma_listen", event: event.kind, status: event.status,
-          message: ConnectionID.explain(event, peer: nil))
-      }
+      if let request = try ConnectionID.adoptRequest(event) { return request }
     }
+  }
+
+  /// The new id of a `CONNECT_REQUEST` event, moved to its own event
+  /// channel (`rdma_migrate_id`); nil for an event to skip; a failure event
+  /// becomes the error. Shared by the sync and async waits for requests.
+  static func adoptRequest(_ event: CMEvent) throws(CMError) -> ConnectionID? {
+    if event.kind == .connectRequest,
+      let child = UnsafeMutablePointer<rdma_cm_id>(bitPattern: event.requestID)
+    {
+      let channel: UnsafeMutablePointer<rdma_event_channel>
+      do { channel = try ConnectionID.makeChannel() } catch {
+        _ = rdma_reject(child, nil, 0)
+        _ = rdma_destroy_id(child)
+        throw error
+      }
+      if rdma_migrate_id(child, channel) != 0 {
+        let code = CRDMA_errno()
+        _ = rdma_reject(child, nil, 0)
+        _ = rdma_destroy_id(child)
+        rdma_destroy_event_channel(channel)
+        throw CMError(
+          .other, operation: "rdma_migrate_id", errno: code,
+          message: "could not give the new connection its own event channel")
+      }
+      return ConnectionID(raw: child, channel: channel)
+    }
+    if let failure = event.kind.failure {
+      throw CMError(
+        failure, operation: "rdma_listen", event: event.kind, status: event.status,
+        message: ConnectionID.explain(event, peer: nil))
+    }
+    return nil
   }
 
   /// Accepts the connection request this id came from and waits for
@@ -233,6 +258,12 @@ public struct ConnectionID: ~Copyable {
   public func accept(
     _ parameters: ConnectionParameters? = nil, timeout: Duration = .seconds(30)
   ) throws(CMError) -> CMEvent {
+    try startAccepting(parameters)
+    return try expect(.established, operation: "rdma_accept", peer: peerAddress, timeout: timeout)
+  }
+
+  /// Starts accepting; the sync and async waits follow.
+  func startAccepting(_ parameters: ConnectionParameters?) throws(CMError) {
     let result: Int32
     if let parameters {
       try parameters.validate(operation: "rdma_accept")
@@ -245,7 +276,6 @@ public struct ConnectionID: ~Copyable {
         .connectError, operation: "rdma_accept", errno: CRDMA_errno(),
         message: "cannot accept; the requester may have given up")
     }
-    return try expect(.established, operation: "rdma_accept", peer: peerAddress, timeout: timeout)
   }
 
   /// Refuses the connection request this id came from. The C function is `rdma_reject`.
@@ -325,17 +355,27 @@ public struct ConnectionID: ~Copyable {
           message: "no \(kind) within \(timeout)"
             + (peer.map { " from \($0)" } ?? ""))
       }
-      if event.kind == kind { return event }
-      if let failure = event.kind.failure {
-        throw CMError(
-          failure, operation: operation, event: event.kind, status: event.status,
-          message: ConnectionID.explain(event, peer: peer))
+      if try ConnectionID.judge(event, expecting: kind, operation: operation, peer: peer) {
+        return event
       }
-      if event.kind == .timewaitExit || event.kind == .addressChange { continue }
-      throw CMError(
-        .unexpectedEvent, operation: operation, event: event.kind, status: event.status,
-        message: "expected \(kind) but got \(event.kind)")
     }
+  }
+
+  /// Whether `event` is the awaited `kind` (true), one to skip (false), or
+  /// the failure it reports (thrown). Shared by the sync and async waits.
+  static func judge(
+    _ event: CMEvent, expecting kind: CMEvent.Kind, operation: String, peer: SocketAddress?
+  ) throws(CMError) -> Bool {
+    if event.kind == kind { return true }
+    if let failure = event.kind.failure {
+      throw CMError(
+        failure, operation: operation, event: event.kind, status: event.status,
+        message: ConnectionID.explain(event, peer: peer))
+    }
+    if event.kind == .timewaitExit || event.kind == .addressChange { return false }
+    throw CMError(
+      .unexpectedEvent, operation: operation, event: event.kind, status: event.status,
+      message: "expected \(kind) but got \(event.kind)")
   }
 
   /// A sentence for a failure event.

@@ -98,6 +98,7 @@ import Testing
       "-enable-experimental-feature", "Lifetimes",
       "-I", build.appendingPathComponent("Modules").path,
       "-I", repository.appendingPathComponent("Sources/CRDMA").path,
+      "-I", repository.appendingPathComponent("Sources/CUmemSystem").path,
       "-I", scratch.appendingPathComponent("checkouts/swift-system/Sources/CSystem/include").path,
       file.path,
     ]

@@ -80,9 +80,9 @@ package struct CompletionQueueCore {
     return taken
   }
 
-  /// Waits until `count` completions have arrived, sleeping on the
-  /// completion channel between polls. `stop` is asked between sleeps of at
-  /// most `slice`; when it answers with an error, the wait ends with it.
+  /// Waits until `count` completions have arrived, sleeping in `poll(2)` on
+  /// the completion channel between polls. `stop` is asked between sleeps of
+  /// at most `slice`; when it answers with an error, the wait ends with it.
   func wait(
     for count: Int, timeout: Duration, slice: Duration? = nil,
     stop: () -> VerbsError? = { nil }
@@ -92,12 +92,9 @@ package struct CompletionQueueCore {
     let clock = ContinuousClock()
     let deadline = clock.now.advanced(by: timeout)
     while completions.count < count {
-      _ = try poll(maximum: count - completions.count) { completions.append($0) }
-      if completions.count >= count { break }
-      try arm()
-      // Poll again after arming: a completion that slipped in before the
-      // arm raises no event.
-      if try poll(maximum: count - completions.count, { completions.append($0) }) > 0 { continue }
+      if try drainOrArm(maximum: count - completions.count, { completions.append($0) }) > 0 {
+        continue
+      }
       if let failure = stop() { throw failure }
       var left = clock.now.duration(to: deadline)
       if left <= .zero {
@@ -112,6 +109,21 @@ package struct CompletionQueueCore {
     return completions
   }
 
+  /// The first step of every wait, synchronous or async: takes up to
+  /// `maximum` completions; when there are none, arms the queue and polls
+  /// once more, because a completion that arrived before the arm raises no
+  /// event. Returns how many were taken; 0 means the queue is armed and the
+  /// channel becomes readable with the next completion.
+  /// The C functions are `ibv_poll_cq` and `ibv_req_notify_cq`.
+  package func drainOrArm(maximum: Int, _ body: (WorkCompletion) -> Void) throws(VerbsError)
+    -> Int
+  {
+    let taken = try poll(maximum: maximum, body)
+    if taken > 0 { return taken }
+    try arm()
+    return try poll(maximum: maximum, body)
+  }
+
   /// Asks for an event on the next completion. The C function is `ibv_req_notify_cq`.
   func arm() throws(VerbsError) {
     let armed = ibv_req_notify_cq(raw, 0)
@@ -123,7 +135,7 @@ package struct CompletionQueueCore {
   }
 
   /// Sleeps in `poll(2)` until the channel is readable or `milliseconds`
-  /// pass, then takes and acknowledges the event, if any.
+  /// pass, then takes and acknowledges the events, if any.
   func waitForEvent(milliseconds: Int32) throws(VerbsError) {
     var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
     let ready = Glibc.poll(&descriptor, 1, milliseconds)
@@ -135,16 +147,22 @@ package struct CompletionQueueCore {
         message: "waiting on the completion channel failed")
     }
     guard ready > 0 else { return }
-    acknowledgeEvent()
+    acknowledgeEvents()
   }
 
-  /// Takes one event from the (non-blocking) channel and acknowledges it.
-  /// The C functions are `ibv_get_cq_event` and `ibv_ack_cq_events`.
-  package func acknowledgeEvent() {
+  /// The last step of every wait: takes every event waiting on the
+  /// (non-blocking) channel and acknowledges them all, so that
+  /// `ibv_destroy_cq` never waits for an event that was read but not
+  /// acknowledged. Returns how many there were. The C functions are
+  /// `ibv_get_cq_event` and `ibv_ack_cq_events`.
+  @discardableResult
+  package func acknowledgeEvents() -> Int {
     var cq: UnsafeMutablePointer<ibv_cq>? = nil
     var context: UnsafeMutableRawPointer? = nil
-    if ibv_get_cq_event(channel, &cq, &context) == 0, let cq {
-      ibv_ack_cq_events(cq, 1)
-    }
+    var taken: UInt32 = 0
+    while ibv_get_cq_event(channel, &cq, &context) == 0 { taken += 1 }
+    // Every event of this channel names this queue (one queue per channel).
+    if taken > 0 { ibv_ack_cq_events(raw, taken) }
+    return Int(taken)
   }
 }

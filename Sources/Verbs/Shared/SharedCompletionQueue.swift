@@ -1,5 +1,6 @@
 internal import CRDMA
 import Synchronization
+internal import UmemSystem
 
 /// A completion queue in the owned tier: reference-counted and `Sendable`,
 /// with its own completion channel. Wraps `struct ibv_cq` and
@@ -12,23 +13,35 @@ import Synchronization
 /// channel, whose events belong to the queue as a whole, so waits are taken
 /// one at a time: a second waiter queues behind the first. ``close()`` ends
 /// a wait in progress with ``VerbsError/Code/closed`` within 100 ms.
+///
+/// Tasks await completions with ``next(timeout:)``, ``next(maximum:timeout:)``
+/// and ``completions`` (an `AsyncSequence`), which sleep in the process's
+/// one reactor thread, not in a thread of their own; many Tasks may await
+/// one queue, and ``close()`` ends their waits at once with
+/// ``VerbsError/Code/closed``. Use either the synchronous ``wait(for:timeout:)``
+/// or the async calls on one queue, not both at the same time.
 public final class SharedCompletionQueue: @unchecked Sendable {
   // @unchecked: `core`'s pointers are used only inside `gate`; waits are
   // serialized by `waiting`.
-  let core: CompletionQueueCore
+  package let core: CompletionQueueCore
   /// The device context the queue belongs to (and keeps open).
   public let context: SharedDeviceContext
   let gate = UseGate()
   private let waiting = Mutex<Void>(())
+  /// The completion channel's descriptor as the reactor sees it; closed
+  /// before the channel is destroyed, which ends every async wait.
+  let readiness: ReadinessSource
 
   init(core: CompletionQueueCore, context: SharedDeviceContext) {
     self.core = core
     self.context = context
+    self.readiness = Reactor.shared.source(for: core.channel.pointee.fd)
     context.gate.childCreated()
   }
 
   deinit {
     if !gate.isClosed {
+      readiness.close()
       try? core.destroy()
       context.gate.childReleased()
     }
@@ -42,7 +55,14 @@ public final class SharedCompletionQueue: @unchecked Sendable {
   public func close() throws(VerbsError) {
     try gate.close("completion queue", children: "queue pairs", operation: "ibv_destroy_cq") {
       () throws(VerbsError) in
-      try core.destroy()
+      // Async waiters are woken with `.closed` before the descriptor goes.
+      readiness.close()
+      do throws(VerbsError) {
+        try core.destroy()
+      } catch {
+        readiness.reopen()
+        throw error
+      }
       context.gate.childReleased()
     }
   }

@@ -26,9 +26,24 @@ public final class SharedDeviceContext: @unchecked Sendable {
 
   var core: DeviceContextCore { DeviceContextCore(raw: raw) }
 
+  /// Set for a context that another library opened (librdmacm's
+  /// `cm_id->verbs`): the value that keeps it open, held until the last
+  /// domain and queue made from it are gone. Such a context is never
+  /// closed with `ibv_close_device`; its owner closes it.
+  private let owner: (any Sendable & AnyObject)?
+
   init(raw: UnsafeMutablePointer<ibv_context>) {
     self.raw = raw
     self.name = DeviceContextCore(raw: raw).name
+    self.owner = nil
+  }
+
+  /// Wraps a context that `owner` keeps open (a connection id's device),
+  /// so owned-tier domains and queues can be made on it.
+  package init(borrowing raw: UnsafeMutablePointer<ibv_context>, owner: any Sendable & AnyObject) {
+    self.raw = raw
+    self.name = DeviceContextCore(raw: raw).name
+    self.owner = owner
   }
 
   /// Opens the device with this name, or the first device when `name` is nil.
@@ -38,7 +53,7 @@ public final class SharedDeviceContext: @unchecked Sendable {
   }
 
   deinit {
-    if !gate.isClosed { _ = ibv_close_device(raw) }
+    if !gate.isClosed && owner == nil { _ = ibv_close_device(raw) }
   }
 
   /// Closes the device now and reports failure. The C function is `ibv_close_device`.
@@ -50,7 +65,7 @@ public final class SharedDeviceContext: @unchecked Sendable {
     try gate.close(
       "device context", children: "protection domains or completion queues",
       operation: "ibv_close_device"
-    ) { () throws(VerbsError) in try core.close() }
+    ) { () throws(VerbsError) in if owner == nil { try core.close() } }
   }
 
   /// Queries device attributes. The C function is `ibv_query_device_ex`.

@@ -118,4 +118,31 @@ public final class SharedProtectionDomain: @unchecked Sendable {
       }
     }
   }
+
+  /// Makes a queue pair with another library's call (`make`, such as
+  /// librdmacm's `rdma_create_qp`) while this domain and both queues are
+  /// held open, and adopts it; `release` destroys it later. Returns nil when
+  /// `make` does (its caller keeps the reason).
+  package func adoptQueuePair(
+    sendCompletions: SharedCompletionQueue, receiveCompletions: SharedCompletionQueue,
+    release: @escaping @Sendable () -> Void,
+    make: (
+      UnsafeMutablePointer<ibv_pd>, UnsafeMutablePointer<ibv_cq>, UnsafeMutablePointer<ibv_cq>
+    ) -> UnsafeMutablePointer<ibv_qp>?
+  ) throws(VerbsError) -> SharedQueuePair? {
+    try gate.using("protection domain", "rdma_create_qp") { () throws(VerbsError) in
+      try sendCompletions.gate.using("completion queue", "rdma_create_qp") {
+        () throws(VerbsError) in
+        try receiveCompletions.gate.using("completion queue", "rdma_create_qp") {
+          () throws(VerbsError) in
+          guard let qp = make(raw, sendCompletions.core.raw, receiveCompletions.core.raw) else {
+            return nil
+          }
+          return SharedQueuePair(
+            adopting: qp, domain: self, sendCompletions: sendCompletions,
+            receiveCompletions: receiveCompletions, release: release)
+        }
+      }
+    }
+  }
 }

@@ -25,6 +25,9 @@ public final class SharedQueuePair: @unchecked Sendable {
   public let number: UInt32
   let gate = UseGate()
   private let modifying = Mutex<Void>(())
+  /// Set for a queue pair that librdmacm made (`rdma_create_qp`): destroys
+  /// it with `rdma_destroy_qp` and holds the connection id until then.
+  private let release: (@Sendable () -> Void)?
 
   var core: QueuePairCore { QueuePairCore(raw: raw) }
 
@@ -37,6 +40,26 @@ public final class SharedQueuePair: @unchecked Sendable {
     self.sendCompletions = sendCompletions
     self.receiveCompletions = receiveCompletions
     self.number = raw.pointee.qp_num
+    self.release = nil
+    domain.gate.childCreated()
+    sendCompletions.gate.childCreated()
+    receiveCompletions.gate.childCreated()
+  }
+
+  /// Adopts a queue pair that another library made and destroys
+  /// (`rdma_create_qp`, `rdma_destroy_qp`); `release` destroys it and keeps
+  /// alive what it needs until then.
+  package init(
+    adopting raw: UnsafeMutablePointer<ibv_qp>, domain: SharedProtectionDomain,
+    sendCompletions: SharedCompletionQueue, receiveCompletions: SharedCompletionQueue,
+    release: @escaping @Sendable () -> Void
+  ) {
+    self.raw = raw
+    self.domain = domain
+    self.sendCompletions = sendCompletions
+    self.receiveCompletions = receiveCompletions
+    self.number = raw.pointee.qp_num
+    self.release = release
     domain.gate.childCreated()
     sendCompletions.gate.childCreated()
     receiveCompletions.gate.childCreated()
@@ -44,7 +67,7 @@ public final class SharedQueuePair: @unchecked Sendable {
 
   deinit {
     if !gate.isClosed {
-      _ = ibv_destroy_qp(raw)
+      if let release { release() } else { _ = ibv_destroy_qp(raw) }
       releaseParents()
     }
   }
@@ -55,11 +78,12 @@ public final class SharedQueuePair: @unchecked Sendable {
     receiveCompletions.gate.childReleased()
   }
 
-  /// Destroys the queue pair now and reports failure. The C function is `ibv_destroy_qp`.
+  /// Destroys the queue pair now and reports failure. The C function is
+  /// `ibv_destroy_qp` (`rdma_destroy_qp` for one made by librdmacm).
   public func close() throws(VerbsError) {
     try gate.close("queue pair", children: "children", operation: "ibv_destroy_qp") {
       () throws(VerbsError) in
-      try core.destroy()
+      if let release { release() } else { try core.destroy() }
       releaseParents()
     }
   }

@@ -55,7 +55,7 @@ struct UseGate: ~Copyable, Sendable {
     // Calls inside are short (one verbs call, or one poll(2) slice of at most
     // 100 ms for a waiting completion queue); yield until they are out.
     while state.load(ordering: .acquiring) != 1 { sched_yield() }
-    let remaining = try children.load(ordering: .acquiring)
+    let remaining = children.load(ordering: .acquiring)
     if remaining > 0 {
       reopen()
       throw VerbsError.busy(what, children: remaining, kinds: kinds, operation: operation)
