@@ -191,7 +191,13 @@ import Verbs
     while !released.load(ordering: .acquiring) { usleep(100) }
     // The next lookup applies what the monitor queued.
     _ = try cache.lookup(address: 0x7000_0000, length: page)
-    #expect(cache.statistics.invalidations[.unmap] ?? 0 >= 1)
+    // The point is above: no deadlock. The event is counted unless another
+    // suite running in parallel already watched the same 2 MiB block
+    // (EBUSY: the lookups were then handed out uncached, and say so).
+    let statistics = cache.statistics
+    #expect(
+      statistics.invalidations[.unmap] ?? 0 >= 1 || statistics.uncachedRegistrations > 0,
+      "\(statistics)")
   }
 
   @Test(.enabled(if: monitored)) func overflowingTheQueueDropsEverything() throws {
