@@ -21,17 +21,18 @@ struct Devices: ParsableCommand {
         let context = try DeviceContext.open(name: device.name)
         let attributes = try context.attributes()
         let capabilities = try context.capabilities()
-        var ports: [JSON] = []
+        // Query every port first, so the device's header line comes before
+        // its ports (and a failing port query prints nothing half-way).
+        var ports: [(number: Int, port: PortAttributes, gids: [GIDEntry])] = []
         for number in 1...max(1, attributes.portCount) {
-          let port = try context.port(number)
-          let gids = try context.gids(port: number)
-          ports.append(portJSON(number, port, gids))
-          if !json { printPort(number, port, gids) }
+          ports.append((number, try context.port(number), try context.gids(port: number)))
         }
         if json {
-          reports.append(deviceJSON(device, attributes, capabilities, ports))
+          reports.append(
+            deviceJSON(device, attributes, capabilities, ports.map { portJSON($0, $1, $2) }))
         } else {
           printDevice(device, attributes, capabilities)
+          for entry in ports { printPort(entry.number, entry.port, entry.gids) }
         }
       } catch {
         printError("umem devices: \(device.name): \(error)")

@@ -59,4 +59,33 @@ umem_count_tests() {
   '
 }
 
+# umem_count_results XUNIT LOGFILE: "PASSED FAILED SKIPPED TOTAL" from the
+# xUnit report the test bundle wrote (the testsuite elements' tests,
+# failures, errors and skipped attributes); TOTAL is the report's own test
+# count. When the report is missing or unreadable (the bundle crashed or was
+# killed before writing it), falls back to umem_count_tests on the console
+# log, whose TOTAL is -1 when the run did not finish.
+umem_count_results() {
+  local xml=$1 log=$2 counts
+  if [ -s "$xml" ] && counts=$(python3 - "$xml" 2>/dev/null <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+if not suites:
+    sys.exit(1)
+tests = failed = skipped = 0
+for suite in suites:
+    tests += int(suite.get("tests", 0))
+    failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    skipped += int(suite.get("skipped", 0))
+print(tests - failed - skipped, failed, skipped, tests)
+PY
+  ); then
+    echo "$counts"
+  else
+    umem_count_tests "$log"
+  fi
+}
+
 umem_fix_path

@@ -10,7 +10,11 @@ set -euo pipefail
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 
 echo "+ umem devices"
-"$bin/umem" devices
+devices=$("$bin/umem" devices)
+echo "$devices"
+# The device's header line comes first, then its ports.
+echo "$devices" | head -n 1 | grep -Eq '^[a-z0-9_]+: ' \
+  || { echo "umem devices: the first line is not a device header" >&2; exit 1; }
 echo "+ umem register --size 64K --access local-write,remote-read"
 "$bin/umem" register --size 64K --access local-write,remote-read
 echo "+ umem register --size 64K --check-rdma --cycles 20 --iova 0x7f0000000000 --device rxe0"
