@@ -83,21 +83,6 @@ func system_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, 
 /// `system_close` wraps `close`.
 func system_close(_ fd: Int32) { _ = close(fd) }
 
-/// `system_mmap` wraps `mmap` for anonymous private memory with extra flags.
-func system_mmapAnonymous(_ length: Int, extraFlags: Int32) -> Result<
-  UnsafeMutableRawPointer, Errno
-> {
-  let raw = mmap(
-    nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extraFlags, -1, 0)
-  guard let raw, raw != MAP_FAILED else { return .failure(Errno(errno)) }
-  return .success(raw)
-}
-
-/// `system_munmap` wraps `munmap`.
-func system_munmap(_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
-  munmap(address, length) == 0 ? 0 : errno
-}
-
 /// Reads a whole small file (`/proc`, `/sys`) as text: the system layer's
 /// reader, under the name this module's call sites use.
 func readTextFile(_ path: String) -> Result<String, Errno> { TextFile.read(path) }

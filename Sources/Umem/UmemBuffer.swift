@@ -1,3 +1,4 @@
+internal import UmemSystem
 import Verbs
 
 #if canImport(Glibc)
@@ -85,53 +86,39 @@ public struct UmemBuffer: ~Copyable {
         checkedBeforeCall: true)
     }
     let rounded = padded & ~(alignment - 1)
-    switch backing {
-    case .hugetlb2M, .hugetlb1G:
-      let shift: Int32 = backing == .hugetlb2M ? 21 : 30
-      switch system_mmapAnonymous(
-        rounded, extraFlags: MAP_HUGETLB | HugeMapFlag.flag(pageShift: shift))
-      {
-      case .success(let raw):
-        return (raw, rounded)
-      case .failure(let failure):
-        let code = failure.code
-        throw Self.hugetlbFailure(code, backing: backing, bytes: rounded)
-      }
-    case .pages, .transparentHuge:
-      let extra = alignment > 4096 ? alignment : 0
-      // Checked above (extra == slack).
-      let total = rounded + extra
-      let raw: UnsafeMutableRawPointer
-      switch system_mmapAnonymous(total, extraFlags: 0) {
-      case .success(let value): raw = value
-      case .failure(let failure):
-        let code = failure.code
-        throw UmemError(
-          .other, operation: "mmap", errno: code,
-          message: "could not map \(total) bytes of anonymous memory")
-      }
-      // The mapping holds `total` bytes from `start`, so these stay inside it.
-      let start = UInt(bitPattern: raw)
-      let aligned = (start + UInt(alignment - 1)) & ~UInt(alignment - 1)
-      let head = Int(aligned - start)
-      if head > 0 { _ = system_munmap(raw, head) }
-      let tail = total - head - rounded
-      if tail > 0 { _ = system_munmap(raw + head + rounded, tail) }
-      if backing == .transparentHuge {
-        let code = system_madvise(UInt64(aligned), UInt64(rounded), Advice.hugePage)
-        if code != 0 {
-          _ = system_munmap(raw + head, rounded)
-          throw UmemError(
-            .notSupported, operation: "madvise(MADV_HUGEPAGE)", errno: code,
-            message: "transparent huge pages are not available (THP mode: "
-              + "\(TransparentHugePages.mode ?? "unknown")); use plain or hugetlbfs pages")
-        }
-      }
-      return (raw + head, rounded)
+    // The system layer's one aligned-mmap helper: hugetlb mappings come
+    // aligned from the kernel; plain and THP ones are over-mapped by one
+    // alignment and trimmed (the slack was checked above).
+    let hugetlb = backing == .hugetlb2M || backing == .hugetlb1G
+    let flags: Int32 =
+      hugetlb
+      ? MAP_HUGETLB | HugeMapFlag.flag(pageShift: backing == .hugetlb2M ? 21 : 30) : 0
+    let base: UnsafeMutableRawPointer
+    switch AnonymousMemory.map(
+      length: rounded, alignment: hugetlb ? 4096 : alignment, extraFlags: flags)
+    {
+    case .success(let value): base = value
+    case .failure(let failure) where hugetlb:
+      throw Self.hugetlbFailure(failure.code, backing: backing, bytes: rounded)
+    case .failure(let failure):
+      throw UmemError(
+        .other, operation: "mmap", errno: failure.code,
+        message: "could not map \(rounded + slack) bytes of anonymous memory")
     }
+    if backing == .transparentHuge {
+      let code = system_madvise(UInt64(UInt(bitPattern: base)), UInt64(rounded), Advice.hugePage)
+      if code != 0 {
+        AnonymousMemory.unmap(base, length: rounded)
+        throw UmemError(
+          .notSupported, operation: "madvise(MADV_HUGEPAGE)", errno: code,
+          message: "transparent huge pages are not available (THP mode: "
+            + "\(TransparentHugePages.mode ?? "unknown")); use plain or hugetlbfs pages")
+      }
+    }
+    return (base, rounded)
   }
 
-  deinit { _ = system_munmap(baseAddress, mappedLength) }
+  deinit { AnonymousMemory.unmap(baseAddress, length: mappedLength) }
 
   /// The backing that was asked for.
   public var backing: Backing { Backing.allCases[Int(backingRaw)] }

@@ -31,19 +31,13 @@ public final class SharedQueuePair: @unchecked Sendable {
 
   var core: QueuePairCore { QueuePairCore(raw: raw) }
 
-  init(
+  convenience init(
     raw: UnsafeMutablePointer<ibv_qp>, domain: SharedProtectionDomain,
     sendCompletions: SharedCompletionQueue, receiveCompletions: SharedCompletionQueue
   ) {
-    self.raw = raw
-    self.domain = domain
-    self.sendCompletions = sendCompletions
-    self.receiveCompletions = receiveCompletions
-    self.number = raw.pointee.qp_num
-    self.release = nil
-    domain.gate.childCreated()
-    sendCompletions.gate.childCreated()
-    receiveCompletions.gate.childCreated()
+    self.init(
+      adopting: raw, domain: domain, sendCompletions: sendCompletions,
+      receiveCompletions: receiveCompletions, release: nil)
   }
 
   /// Adopts a queue pair that another library made and destroys
@@ -52,7 +46,7 @@ public final class SharedQueuePair: @unchecked Sendable {
   package init(
     adopting raw: UnsafeMutablePointer<ibv_qp>, domain: SharedProtectionDomain,
     sendCompletions: SharedCompletionQueue, receiveCompletions: SharedCompletionQueue,
-    release: @escaping @Sendable () -> Void
+    release: (@Sendable () -> Void)?
   ) {
     self.raw = raw
     self.domain = domain
