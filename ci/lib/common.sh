@@ -88,4 +88,31 @@ PY
   fi
 }
 
+# umem_expected_minimum STAGE: the fewest tests STAGE may run (ci/expected-counts);
+# 1 when the file does not name it.
+umem_expected_minimum() {
+  local n
+  n=$(awk -v s="$1" '$1 == s { print $2 }' "$UMEM_REPO/ci/expected-counts" 2>/dev/null)
+  echo "${n:-1}"
+}
+
+# umem_count_problem STAGE P F S TOTAL LOG: a reason not to trust STAGE's
+# counts, or nothing. Two records of one run must agree: the xUnit report's
+# test count (TOTAL; -1 when there is none) with the console's "Test run with
+# N tests" and with the number of results the console lists. And the stage
+# must have run at least its expected minimum, so a runner that silently
+# drops tests (a filter, a suite that no longer registers) cannot pass.
+umem_count_problem() {
+  local stage=$1 p=$2 f=$3 s=$4 total=$5 log=$6 min cp cf cs ctotal
+  min=$(umem_expected_minimum "$stage")
+  read -r cp cf cs ctotal < <(umem_count_tests "$log")
+  if [ "$total" -ge 0 ] && [ "$ctotal" -ge 0 ] && [ "$ctotal" -ne "$total" ]; then
+    echo "the xUnit report lists $total tests, the console's summary $ctotal"
+  elif [ "$total" -ge 0 ] && [ $((cp + cf + cs)) -ne "$total" ]; then
+    echo "the xUnit report lists $total tests, the console shows $((cp + cf + cs)) results"
+  elif [ $((p + f + s)) -lt "$min" ]; then
+    echo "$((p + f + s)) tests ran, fewer than the expected minimum of $min (ci/expected-counts)"
+  fi
+}
+
 umem_fix_path
