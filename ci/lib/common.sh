@@ -60,26 +60,39 @@ umem_count_tests() {
 }
 
 # umem_count_results XUNIT LOGFILE: "PASSED FAILED SKIPPED TOTAL" from the
-# xUnit report the test bundle wrote (the testsuite elements' tests,
-# failures, errors and skipped attributes); TOTAL is the report's own test
-# count. When the report is missing or unreadable (the bundle crashed or was
-# killed before writing it), falls back to umem_count_tests on the console
-# log, whose TOTAL is -1 when the run did not finish.
+# xUnit report the test bundle wrote, one per testcase element: a failure or
+# error child is failed, a skipped child skipped, anything else passed, except
+# that a test the console says "was cancelled" (Test.cancel, which Swift
+# Testing's xUnit writer records like a pass) counts as skipped. TOTAL is the
+# number of testcases. When the report is missing or unreadable (the bundle
+# crashed or was killed before writing it), falls back to umem_count_tests on
+# the console log, whose TOTAL is -1 when the run did not finish.
 umem_count_results() {
   local xml=$1 log=$2 counts
-  if [ -s "$xml" ] && counts=$(python3 - "$xml" 2>/dev/null <<'PY'
-import sys
+  if [ -s "$xml" ] && counts=$(python3 - "$xml" "$log" 2>/dev/null <<'PY'
+import re, sys
 import xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-if not suites:
+cases = list(root.iter("testcase"))
+if root.tag not in ("testsuites", "testsuite"):
     sys.exit(1)
-tests = failed = skipped = 0
-for suite in suites:
-    tests += int(suite.get("tests", 0))
-    failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    skipped += int(suite.get("skipped", 0))
-print(tests - failed - skipped, failed, skipped, tests)
+cancelled = set()
+try:
+    text = open(sys.argv[2], errors="replace").read()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    cancelled = set(re.findall(r"^\S+ Test (.+?) was cancelled after ", text, re.M))
+except OSError:
+    pass
+passed = failed = skipped = 0
+for case in cases:
+    tags = {child.tag for child in case}
+    if tags & {"failure", "error"}:
+        failed += 1
+    elif "skipped" in tags or case.get("name") in cancelled:
+        skipped += 1
+    else:
+        passed += 1
+print(passed, failed, skipped, len(cases))
 PY
   ); then
     echo "$counts"
