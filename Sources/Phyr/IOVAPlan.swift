@@ -103,7 +103,7 @@ extension PhyrList {
   ///   ``KernelRules/linux6_15``, O(*s*) for *s* entries otherwise.
   public func planIOVA(
     _ policy: IOVAPolicy, pageSizes: PageSizes, rules: KernelRules = .newest,
-    maxSegmentSize: UInt64 = 0xffff_f000
+    maxSegmentSize: UInt64 = 0xffff_ffff
   ) -> IOVAPlan {
     // Before 6.15 each entry of the kernel's scatter list bounds a page.
     var entries: [Phyr]? = nil

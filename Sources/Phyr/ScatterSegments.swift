@@ -19,15 +19,17 @@ extension PhyrList {
     guard step != 0 else { throw .invalidPageSize(maxSegmentSize) }
     var segments: [Phyr] = []
     for run in self {
+      // The last byte, not the end: a run may end at the top of the space.
+      let last = run.address &+ (run.length &- 1)
       var start = run.address
       // The first cut is one step past the run's first page start.
       var cut = (run.address & ~0xfff).addingReportingOverflow(step)
-      while !cut.overflow && cut.partialValue < run.end && cut.partialValue > start {
+      while !cut.overflow && cut.partialValue <= last && cut.partialValue > start {
         segments.append(Phyr(address: start, length: cut.partialValue - start))
         start = cut.partialValue
         cut = start.addingReportingOverflow(step)
       }
-      segments.append(Phyr(address: start, length: run.end - start))
+      segments.append(Phyr(address: start, length: last - start + 1))
     }
     return segments
   }
