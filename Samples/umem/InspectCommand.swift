@@ -44,7 +44,8 @@ struct Inspect: ParsableCommand {
   @Option(help: "Kernel rule set: \(RulesChoice.names) (default: the running kernel's).")
   var rules = "current"
   @Option(
-    help: "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
+    help:
+      "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
   )
   var maxSegmentSize: String?
   @Option(help: .hidden) var bench: Int?

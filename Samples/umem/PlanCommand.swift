@@ -54,7 +54,8 @@ struct Plan: ParsableCommand {
   var rules = "current"
 
   @Option(
-    help: "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
+    help:
+      "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
   )
   var maxSegmentSize: String?
 

@@ -21,7 +21,8 @@ struct RulesChoice {
   static let virtualDMASegmentSize: UInt64 = 0xffff_ffff
 
   /// Parses the two options.
-  static func parse(rules text: String, maxSegmentSize: String?) throws(BadArgument) -> RulesChoice {
+  static func parse(rules text: String, maxSegmentSize: String?) throws(BadArgument) -> RulesChoice
+  {
     let rules: KernelRules
     switch text {
     case "current": rules = .current

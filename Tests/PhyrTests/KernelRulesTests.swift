@@ -52,9 +52,10 @@ struct KernelRulesTests {
       ])
     // The first run starts mid-page; the cut is a step past its page start.
     let small = try list.scatterSegments(maxSegmentSize: 0x2000)
-    #expect(small.prefix(2) == [
-      Phyr(address: 0x1800, length: 0x1800), Phyr(address: 0x3000, length: 0x1800),
-    ])
+    #expect(
+      small.prefix(2) == [
+        Phyr(address: 0x1800, length: 0x1800), Phyr(address: 0x3000, length: 0x1800),
+      ])
     #expect(small.reduce(0) { $0 + $1.length } == list.totalLength)
     #expect(try list.scatterSegments(maxSegmentSize: 0xffff_f000).count == 2)
     #expect(throws: PhyrError.invalidPageSize(0xfff)) {
@@ -89,7 +90,8 @@ struct KernelRulesTests {
       .keep(iova), pageSizes: .mlx5, rules: .beforeLinux6_15, maxSegmentSize: 0x1_0000)
     #expect(plan.pageSize == 0x1_0000 && plan.blockCount == 64)
     #expect(plan.limit == .runBoundary(run: 1, alignment: 0x1_0000), "\(plan)")
-    #expect(list.planIOVA(.keep(iova), pageSizes: .mlx5, maxSegmentSize: 0x1_0000).pageSize == 0x40_0000)
+    #expect(
+      list.planIOVA(.keep(iova), pageSizes: .mlx5, maxSegmentSize: 0x1_0000).pageSize == 0x40_0000)
     // The IOVA planner cannot do better than the cuts allow either.
     #expect(
       list.planIOVA(.any, pageSizes: .mlx5, rules: .beforeLinux6_15, maxSegmentSize: 0x1_0000)
@@ -116,13 +118,17 @@ struct KernelRulesTests {
 
   @Test("uncut phyrs of one contiguous range count once since 6.15, each before")
   func uncoalescedPhyrs() throws {
-    let phyrs = [Phyr(address: 0x20_0000, length: 0x1000), Phyr(address: 0x20_1000, length: 0x1f_f000)]
+    let phyrs = [
+      Phyr(address: 0x20_0000, length: 0x1000), Phyr(address: 0x20_1000, length: 0x1f_f000),
+    ]
     #expect(try PageSizes.mlx5.bestPageSize(for: phyrs, iova: 0x20_0000) == 0x20_0000)
     #expect(
       try PageSizes.mlx5.bestPageSize(for: phyrs, iova: 0x20_0000, rules: .beforeLinux6_15)
         == 0x1000)
     // Real discontinuities constrain both the same way.
-    let apart = [Phyr(address: 0x20_0000, length: 0x1000), Phyr(address: 0x80_0000, length: 0x1000)]
+    let apart = [
+      Phyr(address: 0x20_0000, length: 0x1000), Phyr(address: 0x80_0000, length: 0x1000),
+    ]
     for rules in KernelRules.all {
       #expect(try PageSizes.mlx5.bestPageSize(for: apart, iova: 0, rules: rules) == 0x1000)
     }
@@ -139,7 +145,9 @@ struct KernelRulesTests {
       let newest = try sizes.bestPageSize(for: layout.phyrs, iova: layout.iova)
       let older = try sizes.bestPageSize(
         for: layout.phyrs, iova: layout.iova, rules: .beforeLinux6_15)
-      #expect((newest ?? 0) == Reference.bestPageSize(layout.phyrs, iova: layout.iova, bitmap: layout.bitmap))
+      #expect(
+        (newest ?? 0)
+          == Reference.bestPageSize(layout.phyrs, iova: layout.iova, bitmap: layout.bitmap))
       #expect(
         (older ?? 0)
           == Reference.bestPageSize(

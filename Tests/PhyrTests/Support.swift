@@ -23,7 +23,9 @@ enum Reference {
   /// Merges physically contiguous neighbours (unless `merging` is false, the
   /// rule before Linux 6.15); returns (address, length, offset in the MR)
   /// per run.
-  static func runs(_ phyrs: [Phyr], merging: Bool = true) -> [(pa: UInt64, len: UInt64, off: UInt64)] {
+  static func runs(_ phyrs: [Phyr], merging: Bool = true) -> [(
+    pa: UInt64, len: UInt64, off: UInt64
+  )] {
     var out: [(pa: UInt64, len: UInt64, off: UInt64)] = []
     var off: UInt64 = 0
     for p in phyrs {

@@ -68,7 +68,8 @@ import Testing
     let line = text.stdout.split(separator: "\n").first { $0.hasPrefix("rules ") }
     #expect(line?.contains("(running kernel ") == true, "\(text.stdout)")
     let chosen = plan(common + ["--rules", "6.15"])
-    #expect(chosen.stdout.contains("linux 6.15+ (--rules 6.15; running kernel "), "\(chosen.stdout)")
+    #expect(
+      chosen.stdout.contains("linux 6.15+ (--rules 6.15; running kernel "), "\(chosen.stdout)")
   }
 
   @Test(arguments: [
