@@ -14,6 +14,7 @@ import Verbs
 ///     umem inspect --size SIZE [--backing plain|thp|hugetlb-2m|hugetlb-1g]
 ///                  [--offset BYTES] [--page-sizes BITMAP | --device NAME]
 ///                  [--iova auto|va|zero] [--register] [--json]
+///                  [--rules current|newest|6.15|before-6.15] [--max-segment-size BYTES]
 ///
 /// The JSON holds the full byte-exact phyr list as hex `[addr, len]` pairs
 /// with `address`, `length`, `iova` and `pageSizes`, so `umem plan` can
@@ -40,6 +41,13 @@ struct Inspect: ParsableCommand {
   @Flag(help: "Register the buffer on the device with the plan and report keys and timings.")
   var register = false
   @Flag(help: "Print one JSON object.") var json = false
+  @Option(help: "Kernel rule set: \(RulesChoice.names) (default: the running kernel's).")
+  var rules = "current"
+  @Option(
+    help:
+      "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
+  )
+  var maxSegmentSize: String?
   @Option(help: .hidden) var bench: Int?
   @Flag(help: .hidden) var forkCheck = false
 
@@ -69,6 +77,11 @@ struct Inspect: ParsableCommand {
     guard ["auto", "va", "zero"].contains(iova) else {
       throw ValidationError("--iova must be auto, va or zero")
     }
+    do {
+      _ = try RulesChoice.parse(rules: rules, maxSegmentSize: maxSegmentSize)
+    } catch {
+      throw ValidationError("\(error)")
+    }
     guard MemoryAccess(parsing: access) != nil else {
       throw ValidationError("--access '\(access)' has an unknown flag")
     }
@@ -95,6 +108,7 @@ struct Inspect: ParsableCommand {
   var bytes: Int { Int(parseSize(size)!) }
   var start: Int { Int(parseSize(offset)!) }
   var flags: MemoryAccess { MemoryAccess(parsing: access)! }
+  var choice: RulesChoice { try! RulesChoice.parse(rules: rules, maxSegmentSize: maxSegmentSize) }
 
   func policy(address: UInt64) -> IOVAPolicy {
     switch iova {
@@ -139,7 +153,8 @@ struct Inspect: ParsableCommand {
       try layout.phyrs == nil
       ? nil
       : layout.plan(
-        pageSizes: PageSizes(pageSizeCap: bitmap), iova: policy(address: umem.address))
+        pageSizes: PageSizes(pageSizeCap: bitmap), iova: policy(address: umem.address),
+        rules: choice.rules, maxSegmentSize: choice.maxSegmentSize)
     let t4 = clock.now
     let timings: [(String, JSON)] = [
       ("pinNanoseconds", .double((t1 - t0).nanoseconds)),
@@ -150,6 +165,7 @@ struct Inspect: ParsableCommand {
       var fields = Self.jsonFields(
         layout: layout, plan: plan, pageSizes: bitmap, policy: iova, backing: backingReport,
         obtained: obtained)
+      if plan != nil { fields += Plan.rulesFields(choice) }
       if let deviceName { fields.append(("device", .string(deviceName))) }
       fields.append(("timings", .object(timings)))
       if let registration { fields.append(("register", .object(registration))) }
@@ -456,6 +472,7 @@ struct Inspect: ParsableCommand {
           ? "" : " (THP not located: needs root for /proc/kpageflags)"))
     print("page sizes    \(PageSizes(pageSizeCap: bitmap)) (\(hex(bitmap)))")
     if let plan {
+      print("rules         \(choice.line)")
       print(
         "plan          \(plan.pageSize.map(PageSizes.describe) ?? "none") pages, \(plan.blockCount) blocks at iova \(hex(plan.iova)), dma offset \(hex(plan.dmaOffset))"
       )

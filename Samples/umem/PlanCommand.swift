@@ -2,12 +2,14 @@ import ArgumentParser
 import Foundation
 import Phyr
 import ToolSupport
+import Umem
 
 /// `umem plan`: the HCA page size, DMA blocks and IOVA the kernel would use
 /// for a phyr list (issue 3). Pure arithmetic: no device needed.
 ///
 ///     umem plan --address ADDR --length LEN --iova IOVA|auto --page-sizes BITMAP \
 ///               (--phyr ADDR:LEN [--phyr ADDR:LEN ...] | --phyrs-file FILE|-) [--blocks] [--json]
+///               [--rules current|newest|6.15|before-6.15] [--max-segment-size BYTES]
 ///
 /// Malformed input exits with status 2 and a message naming the argument.
 struct Plan: ParsableCommand {
@@ -48,18 +50,31 @@ struct Plan: ParsableCommand {
   @Flag(help: "Print one JSON object.")
   var json = false
 
+  @Option(help: "Kernel rule set: \(RulesChoice.names) (default: the running kernel's).")
+  var rules = "current"
+
+  @Option(
+    help:
+      "The device's scatter-list segment limit in bytes (default 0xffffffff, rxe's); only the rules before 6.15 use it."
+  )
+  var maxSegmentSize: String?
+
   /// More blocks than this are refused by --blocks (the output would be huge).
   static let blockListLimit: UInt64 = 1 << 20
 
   func run() throws {
     let input: PlanArguments.Input
+    let choice: RulesChoice
     do {
       input = try arguments().validated()
+      choice = try RulesChoice.parse(rules: rules, maxSegmentSize: maxSegmentSize)
     } catch {
       FileHandle.standardError.write(Data("umem plan: \(error)\n".utf8))
       throw ExitCode(2)
     }
-    let plan = input.list.planIOVA(input.policy, pageSizes: input.pageSizes)
+    let plan = input.list.planIOVA(
+      input.policy, pageSizes: input.pageSizes, rules: choice.rules,
+      maxSegmentSize: choice.maxSegmentSize)
     var blockList: [UInt64]? = nil
     var firstBlock: UInt64? = nil
     var lastBlock: UInt64? = nil
@@ -83,12 +98,14 @@ struct Plan: ParsableCommand {
     }
     if json {
       print(
-        Self.json(plan: plan, firstBlock: firstBlock, lastBlock: lastBlock, blocks: blockList))
+        Self.json(
+          plan: plan, firstBlock: firstBlock, lastBlock: lastBlock, blocks: blockList,
+          rules: choice))
     } else {
       print(
         Self.report(
           input: input, plan: plan, firstBlock: firstBlock, lastBlock: lastBlock,
-          blocks: blockList))
+          blocks: blockList, rules: choice))
     }
   }
 
@@ -114,10 +131,12 @@ struct Plan: ParsableCommand {
 
   static func quoted(_ value: UInt64?) -> String { value.map { "\"\(hex($0))\"" } ?? "null" }
 
-  /// The JSON object of the issue, keys in its order, 64-bit values as hex strings.
-  static func json(plan: IOVAPlan, firstBlock: UInt64?, lastBlock: UInt64?, blocks: [UInt64]?)
-    -> String
-  {
+  /// The JSON object of the issue, keys in its order, 64-bit values as hex
+  /// strings, then the rule set (``rulesFields(_:)``, as `umem inspect`).
+  static func json(
+    plan: IOVAPlan, firstBlock: UInt64?, lastBlock: UInt64?, blocks: [UInt64]?,
+    rules: RulesChoice
+  ) -> String {
     var fields = [
       "\"pageSize\":\(quoted(plan.pageSize ?? 0))",
       "\"blockCount\":\(plan.pageSize == nil ? 0 : plan.blockCount)",
@@ -129,19 +148,21 @@ struct Plan: ParsableCommand {
     if let blocks {
       fields.append("\"blocks\":[" + blocks.map { quoted($0) }.joined(separator: ",") + "]")
     }
+    fields += rulesFields(rules).map { "\"\($0.0)\":\($0.1.text)" }
     return "{" + fields.joined(separator: ",") + "}"
   }
 
   /// A short human report.
   static func report(
     input: PlanArguments.Input, plan: IOVAPlan, firstBlock: UInt64?, lastBlock: UInt64?,
-    blocks: [UInt64]?
+    blocks: [UInt64]?, rules: RulesChoice
   ) -> String {
     let list = input.list
     var lines = [
       "memory region  \(hex(input.address)), \(hex(list.totalLength)) bytes in \(list.count) "
         + (list.count == 1 ? "run" : "runs") + ", largest run \(hex(list.largestRunLength))",
       "HCA page sizes \(input.pageSizes)",
+      "rules          \(rules.line)",
       "iova           \(hex(plan.iova))"
         + (input.policy == .any ? " (chosen: largest page, fewest blocks)" : ""),
     ]
@@ -165,6 +186,17 @@ struct Plan: ParsableCommand {
       lines += blocks.map { "  \(hex($0))" }
     }
     return lines.joined(separator: "\n")
+  }
+
+  /// The rule set as JSON fields, the same in `umem plan` and `umem
+  /// inspect`: `rules` (`linux 6.15+`), `runningKernel` (`uname -r`) and
+  /// `maxSegmentSize`.
+  static func rulesFields(_ choice: RulesChoice) -> [(String, JSON)] {
+    [
+      ("rules", .string(choice.rules.description)),
+      ("runningKernel", .string(KernelRules.runningRelease)),
+      ("maxSegmentSize", .string(hex(choice.maxSegmentSize))),
+    ]
   }
 
   static func limitText(_ limit: PageSizeLimit) -> String {

@@ -19,13 +19,15 @@ struct RunConstraints {
   /// The first invalid phyr, if any.
   @usableFromInline var error: PhyrError? = nil
 
-  /// Scans `phyrs` in order. Physically contiguous neighbours form one run
-  /// and add no constraint (the v6.15 rule); the first run may start
+  /// Scans `phyrs` in order. With `merging`, physically contiguous
+  /// neighbours form one run and add no constraint (the v6.15 rule);
+  /// without, every phyr after the first starts a run (the rule before
+  /// v6.15, where each scatter-list entry counted). The first run may start
   /// anywhere; the end of the last run adds nothing.
   ///
   /// - Complexity: O(*n*) for *n* phyrs; no allocation.
   @inlinable
-  init(_ phyrs: some Sequence<Phyr>, iova: UInt64, explain: Bool) {
+  init(_ phyrs: some Sequence<Phyr>, iova: UInt64, explain: Bool, merging: Bool = true) {
     var iovaPosition = iova
     var previous: Phyr? = nil
     var run = 0
@@ -36,7 +38,7 @@ struct RunConstraints {
       }
       if previous == nil {
         offsetMask = phyr.address ^ iova
-      } else if !previous!.isFollowed(by: phyr) {
+      } else if !merging || !previous!.isFollowed(by: phyr) {
         run += 1
         let bits = iovaPosition | (phyr.address ^ iovaPosition)
         boundaryMask |= bits
@@ -84,9 +86,12 @@ extension PageSizes {
   /// The largest supported page size that can map `phyrs` at `iova`, or
   /// `nil` when none can: the kernel's `ib_umem_find_best_pgsz`.
   ///
-  /// `phyrs` are byte-exact and need not be coalesced: physically contiguous
-  /// neighbours count as one run (as since Linux v6.15). The memory region's
-  /// length is the sum of their lengths. The rules, from the spec:
+  /// `phyrs` are byte-exact and need not be coalesced: they stand for the
+  /// kernel's scatter-list entries. Under ``KernelRules/linux6_15`` (the
+  /// default) physically contiguous neighbours count as one run; under
+  /// ``KernelRules/beforeLinux6_15`` each phyr is a run of its own. The
+  /// memory region's length is the sum of their lengths. The rules, from the
+  /// spec:
   /// - `nil` if `iova + length - 1` overflows 64 bits;
   /// - sizes above the smallest supported page that holds the whole IOVA
   ///   range in one page are not considered (they could not save a block);
@@ -105,9 +110,10 @@ extension PageSizes {
   /// - Throws: ``PhyrError`` for an empty, zero-length or overflowing phyr.
   /// - Complexity: O(*n*) for *n* phyrs; no allocation.
   public func bestPageSize(
-    for phyrs: some Sequence<Phyr>, iova: UInt64
+    for phyrs: some Sequence<Phyr>, iova: UInt64, rules: KernelRules = .newest
   ) throws(PhyrError) -> UInt64? {
-    let c = RunConstraints(phyrs, iova: iova, explain: false)
+    let c = RunConstraints(
+      phyrs, iova: iova, explain: false, merging: rules.mergesContiguousEntries)
     if let error = c.error { throw error }
     if c.length == 0 { throw .emptyList }
     guard let cap = RunConstraints.capMask(iova: iova, length: c.length, bitmap: rawValue) else {
@@ -120,7 +126,7 @@ extension PageSizes {
 extension PhyrList {
   /// The largest page size in `pageSizes` that can map this list at `iova`,
   /// or `nil` when none can: the kernel's `ib_umem_find_best_pgsz`, with the
-  /// rules given at ``PageSizes/bestPageSize(for:iova:)``. An empty list has
+  /// rules given at ``PageSizes/bestPageSize(for:iova:rules:)``. An empty list has
   /// no answer.
   ///
   /// - Complexity: O(*n*) for *n* runs; no allocation.

@@ -93,8 +93,26 @@ extension PhyrList {
   /// ``IOVAPolicy/keep(_:)`` and ``IOVAPolicy/zeroBased`` only evaluate and
   /// explain the given IOVA, as the kernel would.
   ///
-  /// - Complexity: O(*n*) for *n* runs; no allocation.
-  public func planIOVA(_ policy: IOVAPolicy, pageSizes: PageSizes) -> IOVAPlan {
+  /// Under ``KernelRules/beforeLinux6_15`` every cut the device's segment
+  /// limit makes inside a run (see ``scatterSegments(maxSegmentSize:)``) is
+  /// a boundary too, and ``PageSizeLimit/runBoundary(run:alignment:)``
+  /// counts scatter-list entries; under the default ``KernelRules/newest``
+  /// the limit changes nothing.
+  ///
+  /// - Complexity: O(*n*) for *n* runs; no allocation under
+  ///   ``KernelRules/linux6_15``, O(*s*) for *s* entries otherwise.
+  public func planIOVA(
+    _ policy: IOVAPolicy, pageSizes: PageSizes, rules: KernelRules = .newest,
+    maxSegmentSize: UInt64 = 0xffff_ffff
+  ) -> IOVAPlan {
+    // Before 6.15 each entry of the kernel's scatter list bounds a page.
+    var entries: [Phyr]? = nil
+    if !rules.mergesContiguousEntries,
+      let segments = try? scatterSegments(maxSegmentSize: maxSegmentSize),
+      segments.count > count
+    {
+      entries = segments
+    }
     let iova: UInt64
     switch policy {
     case .keep(let value): iova = value
@@ -105,16 +123,23 @@ extension PhyrList {
           policy: policy, iova: 0, pageSize: nil, blockCount: 0, dmaOffset: 0, limit: .empty)
       }
       // Alignment every later run start allows when IOVA ≡ first address.
-      var bits = 64
-      var offset = self[0].length
-      for run in dropFirst() {
-        bits = Swift.min(bits, (run.address | (first &+ offset)).trailingZeroBitCount)
-        offset &+= run.length
+      func alignmentBits(_ runs: some Sequence<Phyr>) -> Int {
+        var bits = 64
+        var offset: UInt64? = nil
+        for run in runs {
+          if let at = offset {
+            bits = Swift.min(bits, (run.address | (first &+ at)).trailingZeroBitCount)
+          }
+          offset = (offset ?? 0) &+ run.length
+        }
+        return bits
       }
+      let bits = entries.map(alignmentBits) ?? alignmentBits(self)
       let allowed = pageSizes.atMost(bits >= 64 ? 1 << 63 : 1 << UInt64(bits))
       // Keep the 4 KiB page offset too: uverbs requires it.
       let granule = Swift.max(allowed.largest ?? 4096, 4096)
-      let plan = evaluate(iova: first & (granule - 1), policy: policy, pageSizes: pageSizes)
+      let plan = evaluate(
+        iova: first & (granule - 1), policy: policy, pageSizes: pageSizes, entries: entries)
       // Only the IOVA modulo the chosen size matters (for the constraints,
       // the block count and, inside one page, the length rule), so drop the
       // higher bits: V10's layout gets IOVA 0x1000 rather than 0x40001000.
@@ -122,11 +147,14 @@ extension PhyrList {
       iova = first & (chosen - 1)
       if iova == plan.iova { return plan }
     }
-    return evaluate(iova: iova, policy: policy, pageSizes: pageSizes)
+    return evaluate(iova: iova, policy: policy, pageSizes: pageSizes, entries: entries)
   }
 
-  /// The kernel's answer for `iova`, with the limiting rule.
-  func evaluate(iova: UInt64, policy: IOVAPolicy, pageSizes: PageSizes) -> IOVAPlan {
+  /// The kernel's answer for `iova`, with the limiting rule; `entries` are
+  /// the scatter-list entries when each one bounds a page (before 6.15).
+  func evaluate(iova: UInt64, policy: IOVAPolicy, pageSizes: PageSizes, entries: [Phyr]?)
+    -> IOVAPlan
+  {
     var plan = IOVAPlan(
       policy: policy, iova: iova, pageSize: nil, blockCount: 0, dmaOffset: 0, limit: .empty)
     guard !isEmpty else { return plan }
@@ -135,7 +163,9 @@ extension PhyrList {
       plan.limit = .noPageSizes
       return plan
     }
-    let c = RunConstraints(self, iova: iova, explain: true)
+    let c =
+      entries.map { RunConstraints($0, iova: iova, explain: true, merging: false) }
+      ?? RunConstraints(self, iova: iova, explain: true)
     guard let cap = RunConstraints.capMask(iova: iova, length: totalLength, bitmap: bitmap) else {
       plan.limit = .iovaOverflow
       return plan

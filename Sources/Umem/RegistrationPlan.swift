@@ -51,15 +51,20 @@ public struct RegistrationPlan: Sendable, Hashable, CustomStringConvertible {
 
 extension UmemLayout {
   /// Plans a registration of this layout for `pageSizes` under `iova`
-  /// (`.keep(address)` is what `ibv_reg_mr` does).
+  /// (`.keep(address)` is what `ibv_reg_mr` does), following `rules` (by
+  /// default the running kernel's) on a device whose scatter-list entries
+  /// hold at most `maxSegmentSize` bytes (by default `UINT_MAX`, as for rxe;
+  /// see ``Phyr/PhyrList/planIOVA(_:pageSizes:rules:maxSegmentSize:)``).
   ///
   /// - Throws: ``UmemError`` when the layout has no phyrs.
   /// - Complexity: O(runs) for the page size; O(1) for the blocks.
-  public func plan(pageSizes: PageSizes, iova policy: IOVAPolicy) throws(UmemError)
-    -> RegistrationPlan
-  {
+  public func plan(
+    pageSizes: PageSizes, iova policy: IOVAPolicy, rules: KernelRules = .current,
+    maxSegmentSize: UInt64 = 0xffff_ffff
+  ) throws(UmemError) -> RegistrationPlan {
     let phyrs = try requirePhyrs(for: "plan")
-    let plan = phyrs.planIOVA(policy, pageSizes: pageSizes)
+    let plan = phyrs.planIOVA(
+      policy, pageSizes: pageSizes, rules: rules, maxSegmentSize: maxSegmentSize)
     var first: UInt64? = nil
     var last: UInt64? = nil
     if let size = plan.pageSize, let walk = try? phyrs.blocks(pageSize: size, iova: plan.iova) {

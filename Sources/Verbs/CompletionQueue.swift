@@ -125,7 +125,8 @@ public struct WorkCompletion: Sendable, Hashable, CustomStringConvertible {
         "the local region lacks local-write, which receives and READ responses need"
       case IBV_WC_WR_FLUSH_ERR:
         "the queue pair had already failed, so this request was flushed; the first failed "
-          + "completion says why"
+          + "completion says why (soft-RoCE on Linux 7.x reports a request whose local key was "
+          + "deregistered this way, with no earlier failed completion)"
       case IBV_WC_RETRY_EXC_ERR:
         "the peer did not acknowledge: it is gone, unreachable, or its queue pair is not connected"
       case IBV_WC_RNR_RETRY_EXC_ERR:

@@ -32,6 +32,8 @@ public struct DeviceAttributes: Sendable, Hashable {
   public var maxMemoryRegions: Int
   /// Protection domains (`max_pd`).
   public var maxProtectionDomains: Int
+  /// Memory windows (`max_mw`); 0 when the device has none.
+  public var maxMemoryWindows: Int
   /// Outstanding RDMA READ/atomic operations a QP can answer (`max_qp_rd_atom`).
   public var maxResponderReadAtomics: Int
   /// Outstanding RDMA READ/atomic operations a QP can issue (`max_qp_init_rd_atom`).
@@ -94,6 +96,7 @@ public struct DeviceAttributes: Sendable, Hashable {
     maxCompletionQueueEntries = Int(attr.max_cqe)
     maxMemoryRegions = Int(attr.max_mr)
     maxProtectionDomains = Int(attr.max_pd)
+    maxMemoryWindows = Int(attr.max_mw)
     maxResponderReadAtomics = Int(attr.max_qp_rd_atom)
     maxInitiatorReadAtomics = Int(attr.max_qp_init_rd_atom)
     atomicCapability =

@@ -20,13 +20,16 @@ struct SplitMix64: RandomNumberGenerator {
 /// Brute-force models written from the definition, sharing no code
 /// with the library: try every supported size, check each rule directly.
 enum Reference {
-  /// Merges physically contiguous neighbours; returns (address, length,
-  /// offset in the MR) per run.
-  static func runs(_ phyrs: [Phyr]) -> [(pa: UInt64, len: UInt64, off: UInt64)] {
+  /// Merges physically contiguous neighbours (unless `merging` is false, the
+  /// rule before Linux 6.15); returns (address, length, offset in the MR)
+  /// per run.
+  static func runs(_ phyrs: [Phyr], merging: Bool = true) -> [(
+    pa: UInt64, len: UInt64, off: UInt64
+  )] {
     var out: [(pa: UInt64, len: UInt64, off: UInt64)] = []
     var off: UInt64 = 0
     for p in phyrs {
-      if let last = out.last, last.pa + last.len == p.address {
+      if merging, let last = out.last, last.pa + last.len == p.address {
         out[out.count - 1].len += p.length
       } else {
         out.append((p.address, p.length, off))
@@ -51,8 +54,10 @@ enum Reference {
   }
 
   /// The best page size, 0 for none.
-  static func bestPageSize(_ phyrs: [Phyr], iova: UInt64, bitmap: UInt64) -> UInt64 {
-    let runs = runs(phyrs)
+  static func bestPageSize(_ phyrs: [Phyr], iova: UInt64, bitmap: UInt64, merging: Bool = true)
+    -> UInt64
+  {
+    let runs = runs(phyrs, merging: merging)
     let length = phyrs.reduce(0) { $0 + $1.length }
     if iova > UInt64.max - (length - 1) { return 0 }
     let lastByte = iova + (length - 1)

@@ -40,16 +40,21 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
       connectionIDs: countOwn("cm_id"))
   }
 
-  /// User-space entries (those with a `pid`) of `rdma resource show KIND`.
+  /// User-space entries of `rdma resource show KIND`: every entry but the
+  /// kernel's own, which `rdma` prints as `comm [name]`.
   ///
-  /// The kernel records the creating thread's id, not the process id, so
-  /// this counts every user entry; device suites run serialized, alone on
-  /// their device (ci/rxe's VM runs nothing else). Uses `popen`, which
+  /// The kernel records the creating thread, not the process, so this
+  /// counts every user entry; device suites run serialized, alone on their
+  /// device (ci/rxe's VM runs nothing else). An entry made by a thread that
+  /// has since exited carries no `pid` (the kernel omits it for a dead task,
+  /// and `rdma` then prints no `comm` either), so entries are not counted by
+  /// `pid`: Swift's worker threads come and go, and on the lab's 7.x kernel
+  /// that made a count of live regions drop from 8 to 4. Uses `popen`, which
   /// leaves no descriptor behind, unlike `Process`.
   public static func countOwn(_ kind: String) -> Int {
     guard let output = shell("rdma resource show \(kind) 2>/dev/null") else { return -1 }
     return output.split(separator: "\n").filter { line in
-      line.split(separator: " ").contains("pid")
+      !line.allSatisfy(\.isWhitespace) && !line.contains(" comm [")
     }.count
   }
 

@@ -16,11 +16,21 @@ import Verbs
 /// the direct map being physical plus one offset), go through our planner.
 /// Page size, block count and every block must agree.
 ///
+/// Our side follows the running kernel's rule set (``KernelRules/current``)
+/// over the scatter list rxe gets (virtual DMA: entries of up to
+/// `UINT_MAX` bytes), and the kernel's entry count must match ours too.
+///
 /// Prints `oracle RELEASE: N cases, N agree, D differ` for ci/test's summary.
 @Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
 final class KernelOracleOnDevice {
   /// The page size of the kernel's last answer, for the tally.
   var lastKernelPageSize: UInt64 = 0
+  /// The rule set our side follows: the running kernel's.
+  let rules = KernelRules.current
+  /// Cases where the other rule set would have answered differently.
+  var ruleSensitive = 0
+  /// rxe uses virtual DMA, so `ib_dma_max_seg_size` is `UINT_MAX`.
+  static let maxSegmentSize: UInt64 = 0xffff_ffff
 
   static let bitmaps: [UInt64] = [
     0xffff_f000,  // rxe and mlx5: 4 KiB to 2 GiB
@@ -74,6 +84,9 @@ final class KernelOracleOnDevice {
     print(
       "oracle \(release): \(tally.cases) cases, \(tally.agree) agree, "
         + "\(tally.differences.count) differ")
+    print(
+      "oracle \(release) rules: \(rules) (\(KernelVersion.version)); cases where the other "
+        + "rule set answers differently: \(ruleSensitive)")
     let sizes = tally.bySize.sorted { $0.key < $1.key }.map { size, count in
       "\(size == 0 ? "none" : PageSizes.describe(size)) x\(count)"
     }
@@ -181,7 +194,19 @@ final class KernelOracleOnDevice {
     guard kernel.failed_step == 0 else {
       return "kernel step \(kernel.failed_step) failed, errno \(kernel.kernel_errno)"
     }
-    let ours = dma.bestPageSize(iova: iova, pageSizes: PageSizes(pageSizeCap: bitmap)) ?? 0
+    let sizes = PageSizes(pageSizeCap: bitmap)
+    let ours =
+      try dma.bestPageSize(
+        iova: iova, pageSizes: sizes, rules: rules, maxSegmentSize: Self.maxSegmentSize) ?? 0
+    for other in KernelRules.all where other != rules {
+      let theirs = try dma.bestPageSize(
+        iova: iova, pageSizes: sizes, rules: other, maxSegmentSize: Self.maxSegmentSize)
+      if (theirs ?? 0) != ours { ruleSensitive += 1 }
+    }
+    let segments = try dma.scatterSegments(maxSegmentSize: Self.maxSegmentSize).count
+    guard segments == kernel.segments else {
+      return "scatter-list entries: ours \(segments), kernel \(kernel.segments)"
+    }
     guard ours == kernel.page_size else {
       return "page size: ours 0x\(hex(ours)), kernel 0x\(hex(kernel.page_size))"
     }

@@ -47,6 +47,47 @@ import Testing
     #expect(result.stdout.contains(#""pageSize":"0x4000","blockCount":1"#), "\(result.stdout)")
   }
 
+  @Test func rulesAreNamedAndTheSegmentLimitMattersOnlyBefore615() {
+    // One 4 MiB run on a device with 64 KiB scatter-list entries.
+    let common = [
+      "--address", "0x7f0000400000", "--length", "0x400000", "--iova", "0x7f0000400000",
+      "--page-sizes", "0xfffff000", "--phyr", "0x100400000:0x400000", "--max-segment-size", "64K",
+    ]
+    let newest = plan(common + ["--rules", "newest", "--json"])
+    #expect(newest.status == 0, "\(newest.stderr)")
+    #expect(newest.stdout.contains(#""pageSize":"0x400000","blockCount":1"#), "\(newest.stdout)")
+    #expect(newest.stdout.contains(#""rules":"linux 6.15+","runningKernel":""#), "\(newest.stdout)")
+    #expect(newest.stdout.contains(#""maxSegmentSize":"0x10000"}"#), "\(newest.stdout)")
+    let older = plan(common + ["--rules", "before-6.15", "--json"])
+    #expect(older.status == 0, "\(older.stderr)")
+    #expect(older.stdout.contains(#""pageSize":"0x10000","blockCount":64"#), "\(older.stdout)")
+    #expect(older.stdout.contains(#""rules":"linux before 6.15""#), "\(older.stdout)")
+    // The text report names the rule set and the running kernel.
+    let text = plan(common)
+    #expect(text.status == 0, "\(text.stderr)")
+    let line = text.stdout.split(separator: "\n").first { $0.hasPrefix("rules ") }
+    #expect(line?.contains("(running kernel ") == true, "\(text.stdout)")
+    let chosen = plan(common + ["--rules", "6.15"])
+    #expect(
+      chosen.stdout.contains("linux 6.15+ (--rules 6.15; running kernel "), "\(chosen.stdout)")
+  }
+
+  @Test(arguments: [
+    (["--rules", "6.1"], "--rules 6.1"),
+    (["--rules", ""], "--rules"),
+    (["--max-segment-size", "0xfff"], "--max-segment-size 0xfff"),
+    (["--max-segment-size", "lots"], "--max-segment-size lots"),
+  ])
+  func badRulesExitTwo(extra: [String], argument: String) {
+    let result = plan(
+      [
+        "--address", "0x1000", "--length", "0x1000", "--iova", "0x1000", "--page-sizes",
+        "0xfffff000", "--phyr", "0x100000000:0x1000",
+      ] + extra)
+    #expect(result.status == 2)
+    #expect(result.stderr.contains("umem plan: \(argument)"), "\(result.stderr)")
+  }
+
   @Test(arguments: [
     (["--phyr", "0x100000000:0x1000"], "--phyr"),  // lengths do not add up to 0x2000
     (["--phyr", "0x100000000:0x1000", "--phyr", "0x100000800:0x1000"], "--phyr"),  // overlap

@@ -129,3 +129,36 @@ umem_count_problem() {
 }
 
 umem_fix_path
+
+# The lab's kernel images, one "RELEASE IMAGE" line each, oldest first:
+# Debian 12's in /boot (vmlinuz-RELEASE) and the unpacked 7.x ones from
+# Debian 13 backports (/usr/lib/modules/RELEASE/vmlinuz, see ci/setup).
+umem_lab_kernels() {
+  local image release
+  {
+    for image in /boot/vmlinuz-* /usr/lib/modules/*/vmlinuz; do
+      [ -r "$image" ] || continue
+      case "$image" in
+        /boot/*) release=${image#/boot/vmlinuz-} ;;
+        *) release=$(basename "$(dirname "$image")") ;;
+      esac
+      # A /boot kernel's modules folder also holds a vmlinuz on some systems.
+      [ "$image" = "/usr/lib/modules/$release/vmlinuz" ] && [ -r "/boot/vmlinuz-$release" ] && continue
+      printf '%s %s\n' "$release" "$image"
+    done
+  } | sort -V -k1,1
+}
+
+# The image for UMEM_KERNEL's value: a path (has a slash), or a version
+# prefix such as 6.1, 6.12 or 7 naming the newest lab kernel whose release
+# starts with it (6.1 matches 6.1.0-57-amd64, not 6.12.x). Empty: 6.1, the
+# oldest kernel the lab supports, so a new kernel never changes the default.
+umem_kernel_image() {
+  local spec=${1:-6.1}
+  case "$spec" in
+    */*) printf '%s\n' "$spec"; return ;;
+  esac
+  umem_lab_kernels | awk -v v="$spec" '
+    index($1, v) == 1 && substr($1, length(v) + 1, 1) ~ /^[.+-]?$/ { image = $2 }
+    END { if (image != "") print image }'
+}

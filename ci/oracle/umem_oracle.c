@@ -12,6 +12,7 @@
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/scatterlist.h>
 #include <linux/uaccess.h>
 #include <rdma/ib_umem.h>
@@ -21,6 +22,77 @@
 #endif
 
 #include "umem_oracle.h"
+
+/*
+ * ib_umem_get became ib_umem_get_va (a wrapper of ib_umem_get_attr_or_va)
+ * in 7.x; Kbuild defines UMEM_ORACLE_GET_VA when the headers have it.
+ */
+#ifdef UMEM_ORACLE_GET_VA
+#define oracle_umem_get ib_umem_get_va
+#else
+#define oracle_umem_get ib_umem_get
+#endif
+
+/*
+ * The RDMA devices, as an ib_client sees them come and go: 7.x no longer
+ * exports ib_device_get_by_name, while ib_register_client exists in every
+ * kernel the lab runs. A reference taken with ib_device_try_get keeps a
+ * device registered until ib_device_put.
+ */
+#define ORACLE_MAX_DEVICES 8
+static struct ib_device *oracle_devices[ORACLE_MAX_DEVICES];
+static DEFINE_MUTEX(oracle_devices_lock);
+
+static int oracle_add_device(struct ib_device *device)
+{
+	int i;
+
+	mutex_lock(&oracle_devices_lock);
+	for (i = 0; i < ORACLE_MAX_DEVICES; i++) {
+		if (!oracle_devices[i]) {
+			oracle_devices[i] = device;
+			break;
+		}
+	}
+	mutex_unlock(&oracle_devices_lock);
+	return 0;
+}
+
+static void oracle_remove_device(struct ib_device *device, void *client_data)
+{
+	int i;
+
+	mutex_lock(&oracle_devices_lock);
+	for (i = 0; i < ORACLE_MAX_DEVICES; i++)
+		if (oracle_devices[i] == device)
+			oracle_devices[i] = NULL;
+	mutex_unlock(&oracle_devices_lock);
+}
+
+static struct ib_client oracle_client = {
+	.name = "umem_oracle",
+	.add = oracle_add_device,
+	.remove = oracle_remove_device,
+};
+
+/* The device called `name` with a reference held, or NULL. */
+static struct ib_device *oracle_device_get(const char *name)
+{
+	struct ib_device *found = NULL;
+	int i;
+
+	mutex_lock(&oracle_devices_lock);
+	for (i = 0; i < ORACLE_MAX_DEVICES; i++) {
+		struct ib_device *device = oracle_devices[i];
+
+		if (device && !strcmp(dev_name(&device->dev), name) && ib_device_try_get(device)) {
+			found = device;
+			break;
+		}
+	}
+	mutex_unlock(&oracle_devices_lock);
+	return found;
+}
 
 static long oracle_query(struct umem_oracle_query *q)
 {
@@ -32,13 +104,13 @@ static long oracle_query(struct umem_oracle_query *q)
 	u64 walked = 0;
 
 	q->device[sizeof(q->device) - 1] = 0;
-	device = ib_device_get_by_name(q->device, RDMA_DRIVER_UNKNOWN);
+	device = oracle_device_get(q->device);
 	if (!device) {
 		q->failed_step = 1;
 		q->kernel_errno = ENODEV;
 		return 0;
 	}
-	umem = ib_umem_get(device, q->address, q->length, q->access);
+	umem = oracle_umem_get(device, q->address, q->length, q->access);
 	if (IS_ERR(umem)) {
 		q->failed_step = 2;
 		q->kernel_errno = -PTR_ERR(umem);
@@ -100,7 +172,26 @@ static struct miscdevice oracle_device = {
 	.mode = 0600,
 };
 
-module_misc_device(oracle_device);
+static int __init oracle_init(void)
+{
+	int ret = ib_register_client(&oracle_client);
+
+	if (ret)
+		return ret;
+	ret = misc_register(&oracle_device);
+	if (ret)
+		ib_unregister_client(&oracle_client);
+	return ret;
+}
+
+static void __exit oracle_exit(void)
+{
+	misc_deregister(&oracle_device);
+	ib_unregister_client(&oracle_client);
+}
+
+module_init(oracle_init);
+module_exit(oracle_exit);
 
 MODULE_DESCRIPTION("swift-umem test oracle: the kernel's ib_umem page-size and block answers");
 MODULE_LICENSE("Dual MIT/GPL");

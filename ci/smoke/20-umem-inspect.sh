@@ -6,7 +6,7 @@
 # both exit 0 and each JSON object carries a non-empty phyr list whose lengths
 # add up to the buffer, plus the plan and the registration's keys, and when
 # `umem plan --phyrs-file` given that JSON (through standard input) plans it
-# the same way.
+# the same way, under the same kernel rule set.
 set -euo pipefail
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 out=${UMEM_OUT:-/tmp}
@@ -35,8 +35,10 @@ PY
   python3 - "$out/inspect-$backing.json" "$out/plan-$backing.json" <<'PY'
 import json, sys
 inspect, plan = (json.load(open(p)) for p in sys.argv[1:3])
-keys = ("pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset")
+keys = ("pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset",
+        "rules", "runningKernel", "maxSegmentSize")
 assert all(inspect[k] == plan[k] for k in keys), (inspect, plan)
-print(f"  umem plan from the phyrs file: the same page size, blocks and iova")
+print(f"  umem plan from the phyrs file: the same page size, blocks and iova, "
+      f"rules {plan['rules']} (running kernel {plan['runningKernel']})")
 PY
 done
