@@ -14,7 +14,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 ends_within() {
   local pid=$1 limit=$2 t
   t=$(now)
-  for _ in $(seq $((limit * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  wait_for "$limit" eval "! kill -0 $pid 2>/dev/null" || true
   took=$(since "$t")
   if kill -0 "$pid" 2>/dev/null; then
     kill -9 "$pid" 2>/dev/null
@@ -35,13 +35,10 @@ ends_within() {
 listening() {
   local port=$1 limit=${2:-60} t
   t=$(now)
-  for _ in $(seq $((limit * 10))); do
-    if rdma resource show cm_id 2>/dev/null | grep -Eq "state LISTEN .*:${port}( |$)"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "note: nothing listened on port $port within ${limit}s" >&2
+  if wait_for "$limit" eval "rdma resource show cm_id 2>/dev/null | grep -Eq 'state LISTEN .*:${port}( |\$)'"; then
+    return 0
+  fi
+  echo "note: nothing listened on port $port within $(since "$t")s" >&2
   return 1
 }
 
@@ -49,34 +46,38 @@ listening() {
 # kernel's resource tracker lists for the live process PID, optionally only
 # those in STATE (RTS, LISTEN, ...). The tracker records the id of the thread
 # that created each object, so every thread of PID counts, not just PID
-# itself (a -P server makes each client's QP on its own thread). Prints -1
-# when the tracker cannot be read.
+# itself (a -P server makes each client's QP on its own thread); a user entry
+# whose creating thread has exited has no pid at all and counts too (in the
+# lab nothing else runs beside a smoke script). Prints -1 when the tracker
+# cannot be read.
 owned() {
-  local kind=$1 pid=$2 state=${3:-}
-  local tids
-  tids=$(ls /proc/"$pid"/task 2>/dev/null | tr '\n' ' ')
-  rdma -j resource show "$kind" 2>/dev/null | python3 -c '
-import json, sys
-tids = {int(t) for t in sys.argv[1].split()}
-state = sys.argv[2]
-try:
-    rows = json.load(sys.stdin)
-except ValueError:
-    print(-1); sys.exit()
-print(sum(1 for r in rows if r.get("pid") in tids and (not state or r.get("state") == state)))
-' "$tids" "$state" || echo -1
+  local kind=$1 pid=$2 state=${3:-} out
+  out=$(rdma resource show "$kind" 2>/dev/null) || { echo -1; return; }
+  # awk, not python: under emulation a python start costs seconds per check.
+  printf '%s\n' "$out" | awk -v tids=" $(ls /proc/"$pid"/task 2>/dev/null | tr '\n' ' ')" -v state="$state" '
+    NF == 0 { next }
+    state != "" && $0 !~ (" state " state " ") { next }
+    {
+      for (i = 1; i < NF; i++) if ($i == "pid") { if (index(tids, " " $(i + 1) " ")) n++; next }
+      # No pid: a kernel entry ("comm [ib_core]") or a user entry whose
+      # creating thread has exited, which counts.
+      if ($0 !~ / comm \[/) n++
+    }
+    END { print n + 0 }'
 }
 
 # wait_for SECONDS CMD...: runs CMD every 0.1 s until it succeeds, for up to
-# SECONDS. Returns 1 if it never did.
+# SECONDS of wall time (by the clock: a starved VM can take seconds per
+# check, so counting iterations would overrun). Returns 1 if it never did.
 wait_for() {
-  local limit=$1
+  local limit=$1 deadline
   shift
-  for _ in $(seq $((limit * 10))); do
+  deadline=$(($(date +%s%3N) + limit * 1000))
+  while :; do
     if "$@"; then return 0; fi
+    [ "$(date +%s%3N)" -lt "$deadline" ] || return 1
     sleep 0.1
   done
-  return 1
 }
 
 # has_connected_qp PID: the process holds at least one QP in state RTS (a
