@@ -94,13 +94,19 @@ let package = Package(
     ),
     // Device gate, leak checker and tool runner shared by the test targets.
     .target(name: "TestSupport", dependencies: ["Verbs"], path: "Tests/TestSupport"),
-    .testTarget(name: "PhyrTests", dependencies: ["Phyr"]),
+    // A brute-force model of the kernel's page-size and block rules, sharing
+    // no code with Phyr: the independent answer tests compare against.
+    .target(name: "PlannerReference", dependencies: ["Phyr"], path: "Tests/PlannerReference"),
+    .testTarget(name: "PhyrTests", dependencies: ["Phyr", "PlannerReference"]),
     .testTarget(
       name: "VerbsTests", dependencies: ["Verbs", "Phyr", "TestSupport", "UmemSystem"],
       swiftSettings: lifetimes),
     .testTarget(
       name: "UmemTests",
-      dependencies: ["Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem", "ToolSupport"],
+      dependencies: [
+        "Umem", "Verbs", "Phyr", "TestSupport", "COracle", "UmemSystem", "ToolSupport",
+        "PlannerReference",
+      ],
       swiftSettings: lifetimes),
     // Built without the Lifetimes feature on purpose: applications that use
     // only the owned tier need no experimental features.

@@ -1,3 +1,4 @@
+import PlannerReference
 import Testing
 
 @testable import Phyr

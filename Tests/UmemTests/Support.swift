@@ -1,5 +1,6 @@
 import Foundation
 import Phyr
+import PlannerReference
 import TestSupport
 import Testing
 import Verbs
@@ -189,6 +190,49 @@ func replan(_ report: [String: Any]) -> [String: Any]? {
   ]
   for pair in phyrs { arguments += ["--phyr", "\(pair[0]):\(pair[1])"] }
   return inspectJSON(arguments).1
+}
+
+/// A JSON number or hex/decimal string as a UInt64.
+private func number(_ value: Any?) -> UInt64? {
+  if let n = value as? Int { return UInt64(exactly: n) }
+  if let text = value as? String {
+    return text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+  }
+  return nil
+}
+
+/// What the brute-force reference (PlannerReference, which shares no code
+/// with the planner) answers for an inspect or plan report's own phyrs, IOVA
+/// and page-size bitmap: page size (0 for none) and block count.
+func referenceAnswer(_ report: [String: Any]) -> (pageSize: UInt64, blocks: UInt64)? {
+  guard let pairs = report["phyrs"] as? [[String]], let iova = number(report["iova"]),
+    let bitmap = number(report["pageSizes"])
+  else { return nil }
+  var phyrs: [Phyr] = []
+  for pair in pairs {
+    guard pair.count == 2, let address = number(pair[0]), let length = number(pair[1]) else {
+      return nil
+    }
+    phyrs.append(Phyr(address: address, length: length))
+  }
+  let length = phyrs.reduce(UInt64(0)) { $0 + $1.length }
+  let size = Reference.bestPageSize(phyrs, iova: iova, bitmap: bitmap)
+  return (size, size == 0 ? 0 : Reference.blockCount(length: length, iova: iova, size: size))
+}
+
+/// Expects a report's page size and block count to be the reference's.
+func expectReferenceAgrees(
+  _ report: [String: Any], sourceLocation: SourceLocation = #_sourceLocation
+) {
+  guard let want = referenceAnswer(report) else {
+    Issue.record("report has no phyrs, IOVA or page sizes: \(report)", sourceLocation: sourceLocation)
+    return
+  }
+  let got = (pageSize: number(report["pageSize"]) ?? 0, blocks: number(report["blockCount"]) ?? 0)
+  #expect(
+    got.pageSize == want.pageSize && got.blocks == want.blocks,
+    "planner: page \(got.pageSize), \(got.blocks) blocks; reference: page \(want.pageSize), \(want.blocks) blocks",
+    sourceLocation: sourceLocation)
 }
 
 let planKeys = ["pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset"]

@@ -260,6 +260,10 @@ struct UmemHostTests {
     let phyrs = try #require(report["phyrs"] as? [[String]], "\(output)")
     let total = phyrs.reduce(UInt64(0)) { $0 + UInt64($1[1].dropFirst(2), radix: 16)! }
     #expect("0x" + String(total, radix: 16) == report["length"] as? String)
+    // The planner's answer against the brute-force reference, for the
+    // phyrs this kernel gave; then `umem plan` fed the report's own JSON
+    // must answer the same (the two commands' formats stay compatible).
+    expectReferenceAgrees(report)
     let again = try #require(replan(report))
     #expect(
       planFields(again) == planFields(report),

@@ -166,6 +166,7 @@ struct UmemOnDevice {
       #expect(status == 0, "\(output)")
       let registration = try #require(report["register"] as? [String: Any], "\(output)")
       #expect(registration["iova"] as? String == report["iova"] as? String)
+      expectReferenceAgrees(report)
       let again = try #require(replan(report))
       #expect(planFields(again) == planFields(report))
     }
