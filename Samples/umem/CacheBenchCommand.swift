@@ -68,6 +68,9 @@ struct CacheBench: ParsableCommand {
     var registrationsAvoided: Int
     /// Mean per lookup+release over the timed loop, per thread.
     var hitNanoseconds: Double
+    /// The same in the threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`): what
+    /// a hit costs when the machine is shared and threads wait for a core.
+    var hitThreadCPUNanoseconds: Double
     /// Mean per miss (registration through the cache) while filling it.
     var missNanoseconds: Double
     /// Mean per plain registration of the same buffers without the cache
@@ -136,6 +139,7 @@ struct CacheBench: ParsableCommand {
       let regionCount = regions
       let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])
+      let cpu = Mutex<[Double]>([])
       let failure = Mutex<String?>(nil)
       let group = DispatchGroup()
       let ready = Atomic<Int>(0)
@@ -149,6 +153,7 @@ struct CacheBench: ParsableCommand {
           }
           ready.add(1, ordering: .acquiringAndReleasing)
           while ready.load(ordering: .acquiring) < threadCount {}
+          let cpuStart = threadCPUNanoseconds()
           let start = ContinuousClock.now
           do {
             for address in order {
@@ -158,7 +163,9 @@ struct CacheBench: ParsableCommand {
             failure.withLock { $0 = "\(error)" }
           }
           let took = ContinuousClock.now - start
+          let cpuTook = threadCPUNanoseconds() - cpuStart
           elapsed.withLock { $0.append(took) }
+          cpu.withLock { $0.append(cpuTook) }
           group.leave()
         }
       }
@@ -171,12 +178,15 @@ struct CacheBench: ParsableCommand {
       let times = elapsed.withLock { $0 }
       let hitNanoseconds =
         times.reduce(0) { $0 + $1.nanoseconds } / Double(times.count) / Double(perThread)
+      let cpuTimes = cpu.withLock { $0 }
+      let hitCPU = cpuTimes.reduce(0, +) / Double(cpuTimes.count) / Double(perThread)
       cache.close()
       let report = Report(
         registrar: registrar.rawValue, device: pd?.context.name, regions: regions,
         lookups: perThread * threads, threads: threads, size: bytes,
         hits: after.hits - before.hits, misses: after.misses - before.misses,
         registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
+        hitThreadCPUNanoseconds: hitCPU,
         missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
         missOverPlain: plain.map { missNanoseconds / $0 }, statistics: cache.statistics)
       if json {
@@ -188,7 +198,9 @@ struct CacheBench: ParsableCommand {
         print("monitor     \(report.statistics.monitor)")
         print(
           "regions     \(regions) x \(bytes) B, \(report.lookups) lookups on \(threads) thread(s)")
-        print("hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release)")
+        print(
+          "hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release, "
+            + "\(format(hitCPU)) of thread CPU time)")
         print("misses      \(report.misses) while timed; fill \(format(missNanoseconds)) per miss")
         if let plain {
           print(
@@ -212,6 +224,13 @@ extension CacheBench {
       ? "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
       : "\((nanoseconds * 10).rounded() / 10) ns"
   }
+}
+
+/// The calling thread's CPU time so far, in nanoseconds.
+func threadCPUNanoseconds() -> Double {
+  var now = timespec()
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+  return Double(now.tv_sec) * 1e9 + Double(now.tv_nsec)
 }
 
 /// A small deterministic generator (SplitMix64), so runs are repeatable.

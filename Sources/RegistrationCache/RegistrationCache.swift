@@ -40,10 +40,13 @@ import Verbs
 /// may have been unmapped without a monitor), falls back to the pages asked
 /// for.
 ///
-/// **Concurrency.** Hits take the index's read lock only (one atomic add
-/// and subtract) and bump two atomics; misses, evictions and invalidations
-/// take the write lock and register or deregister under it. The monitor
-/// thread never takes the lock.
+/// **Concurrency.** Hits take no exclusive lock: they take the index's
+/// read lock, whose read side writes only the calling thread's stripe
+/// (``ReaderWriterLock``), count themselves in that stripe, and bump the
+/// entry's handle count; two threads hitting different entries write no
+/// shared cache line. Misses, evictions and invalidations take the write
+/// lock and register or deregister under it. The monitor thread never
+/// takes the lock.
 ///
 /// **Eviction.** Idle entries (no handle out) are evicted least recently
 /// used first when a miss would exceed ``CacheLimits/maxEntries``,
@@ -59,12 +62,15 @@ public final class RegistrationCache: @unchecked Sendable {
   let registrar: Registrar
   let counters = CacheCounters()
   private let lock = ReaderWriterLock()
-  private var index = RegionIndex<CacheEntry>()
+  // Unchecked: the lock is the exclusivity check, and a dynamic one would
+  // cost the hit path a runtime call.
+  @exclusivity(unchecked) private var index = RegionIndex<CacheEntry>()
   /// Ranges the monitor is known to watch (under the write lock): a miss
   /// inside one skips the `UFFDIO_REGISTER` call. Forgotten on UNMAP and
   /// REMAP events, whose new mappings are not watched.
   private var watchedRanges = RegionIndex<Void>()
-  let monitor: UserfaultMonitor?
+  /// This cache's use of the process's one userfaultfd monitor.
+  let subscription: MonitorSubscription?
   let monitorState: CacheMonitor
   private let frameCheck: FrameCheck?
   private let pageSize: Int
@@ -92,30 +98,31 @@ public final class RegistrationCache: @unchecked Sendable {
     enforcedByKernel = !ProcessStatus.current().has(capability: ProcessStatus.ipcLock)
     switch choice {
     case .explicitOnly:
-      monitor = nil
+      subscription = nil
       monitorState = .explicitOnly(reason: "asked for (MonitorChoice.explicitOnly)")
     case .userfaultfd:
-      switch UserfaultMonitor.start(ringCapacity: limits.monitorQueueCapacity) {
+      switch MonitorSubscription.start(ringCapacity: limits.monitorQueueCapacity) {
       case .success(let started):
-        monitor = started
-        monitorState = .userfaultfd(userModeOnly: started.userModeOnly)
+        subscription = started
+        monitorState = .userfaultfd(userModeOnly: started.monitor.userModeOnly)
       case .failure(let why):
-        monitor = nil
+        subscription = nil
         monitorState = .explicitOnly(reason: why.description)
       }
     }
     frameCheck = limits.checkFramesOnHit ? FrameCheck() : nil
   }
 
-  deinit { monitor?.stop() }
+  deinit { subscription?.end() }
 
-  /// Stops the monitor and drops every cached entry (those in use are
+  /// Stops watching (the process's monitor stops with its last cache) and
+  /// drops every cached entry (those in use are
   /// deregistered when their last handle goes). Lookups afterwards still
   /// register, but nothing is cached any more (nothing would watch it).
   public func close() {
     lock.withWriteLock {
       closed = true
-      monitor?.stop()
+      subscription?.end()
       dropAll(cause: .explicit)
     }
   }
@@ -124,7 +131,7 @@ public final class RegistrationCache: @unchecked Sendable {
   public var statistics: CacheStatistics {
     var s = CacheStatistics()
     let c = counters
-    s.lookups = c.lookups.load(ordering: .relaxed)
+    s.lookups = lock.readSections
     s.misses = c.misses.load(ordering: .relaxed)
     s.hits = s.lookups - s.misses
     s.registrations = c.registrations.load(ordering: .relaxed)
@@ -143,7 +150,7 @@ public final class RegistrationCache: @unchecked Sendable {
     s.liveRegistrations = c.liveRegistrations.load(ordering: .relaxed)
     s.liveBytes = c.liveBytes.load(ordering: .relaxed)
     s.monitor = monitorState
-    s.monitorEvents = monitor?.eventsRead.load(ordering: .relaxed) ?? 0
+    s.monitorEvents = subscription?.monitor.eventsRead.load(ordering: .relaxed) ?? 0
     return s
   }
 
@@ -165,9 +172,12 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
-    if let monitor, monitor.ring.hasPending { lock.withWriteLock { applyPendingInvalidations() } }
-    let tick = counters.lookups.add(1, ordering: .relaxed).newValue
-    if let entry = lock.withReadLock({ hit(start: address, end: end, access: access, tick: tick) })
+    if let subscription, subscription.hasPending {
+      lock.withWriteLock { applyPendingInvalidations() }
+    }
+    let tick = counters.misses.load(ordering: .relaxed)
+    if let entry = lock.withReadLock(
+      stripe: StripedCells.currentStripe, { hit(start: address, end: end, access: access, tick: tick) })
     {
       guard let frameCheck, let recorded = entry.frames else { return CachedRegistration(entry) }
       counters.frameChecks.add(1, ordering: .relaxed)
@@ -182,8 +192,8 @@ public final class RegistrationCache: @unchecked Sendable {
       // event. Give the monitor a moment (about 0.1 s at most; no lock is
       // held and it needs none); only a change it never reported counts as
       // a stale hit.
-      if let monitor {
-        for _ in 0..<2000 where !monitor.ring.hasPending { usleep(10) }
+      if let subscription {
+        for _ in 0..<2000 where !subscription.hasPending { usleep(10) }
       }
       lock.withWriteLock {
         applyPendingInvalidations()
@@ -265,17 +275,16 @@ public final class RegistrationCache: @unchecked Sendable {
       for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
       let entry = try register(
         start: union.start, end: union.end, access: union.access,
-        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty)
-      entry.acquire(at: tick)
+        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty, tick: tick)
       return CachedRegistration(entry)
     }
   }
 
   /// Registers (with the ENOMEM retry and the merge fallback), watches and
-  /// indexes one range.
+  /// indexes one range, and acquires it for the caller's handle.
   private func register(
     start: UInt64, end: UInt64, access: MemoryAccess,
-    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool
+    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool, tick: Int
   ) throws(VerbsError) -> CacheEntry {
     // Both ends are page-aligned user addresses; a length past Int.max
     // cannot be registered anyway.
@@ -298,7 +307,7 @@ public final class RegistrationCache: @unchecked Sendable {
         // Part of the union may be gone; register what was asked for.
         return try register(
           start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
-          merged: false)
+          merged: false, tick: tick)
       }
       counters.registrationFailures.add(1, ordering: .relaxed)
       throw error
@@ -309,6 +318,8 @@ public final class RegistrationCache: @unchecked Sendable {
     let entry = CacheEntry(
       start: start, length: length, access: access, registered: registered, frames: frames,
       counters: counters)
+    // Before a detach: handles do not retain their entry.
+    entry.acquire(at: tick)
     if watched {
       index.insert(start: start, end: end, value: entry)
       counters.cachedEntries.add(1, ordering: .relaxed)
@@ -323,30 +334,52 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// Whether the monitor watches `[start, end)` (always true without a
   /// monitor: then the application invalidates). Watches the 2 MiB-aligned
-  /// block around it when the kernel accepts that (all of it anonymous and
-  /// mapped), so neighbouring buffers cost no further `UFFDIO_REGISTER`
-  /// (about 5 us and a VMA split each), else exactly the range.
+  /// block around it when the kernel accepts that (every mapping in it
+  /// anonymous and watched by no other userfaultfd), so neighbouring
+  /// buffers cost no further `UFFDIO_REGISTER` (a system call and a VMA
+  /// split each); else exactly the range, and then the largest aligned
+  /// block below 2 MiB around it that the kernel accepts, so a buffer
+  /// next to a file or device mapping does not make every one of its
+  /// neighbours pay the two refused calls again. A range that cannot be
+  /// watched at all (a file mapping; EBUSY) costs two calls.
   private func ensureWatched(start: UInt64, end: UInt64) -> Bool {
-    guard let monitor else { return true }
+    guard let monitor = subscription?.monitor else { return true }
     if watchedRanges.covering(start: start, end: end) != nil { return true }
-    let block: UInt64 = 1 << 21
-    let blockStart = start & ~(block - 1)
-    // `end` is at least a page below the top (checked by the miss).
-    let blockEnd = end <= UInt64.max - (block - 1) ? (end + block - 1) & ~(block - 1) : end
-    var attempts = [(blockStart, blockEnd)]
-    if blockStart != start || blockEnd != end { attempts.append((start, end)) }
-    for (s, e) in attempts where monitor.watch(start: s, length: e - s) == nil {
-      let overlaps = watchedRanges.overlapping(start: s, end: e)
-      var union = (start: s, end: e)
-      for position in overlaps {
-        let range = watchedRanges.range(at: position)
-        union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
-      }
-      watchedRanges.remove(overlaps)
-      watchedRanges.insert(start: union.start, end: union.end, value: ())
+    // `end` is at least a page below the top (checked by the miss), so no
+    // block below holds past it.
+    func block(_ size: UInt64) -> (start: UInt64, end: UInt64)? {
+      let blockStart = start & ~(size - 1)
+      guard end - blockStart <= size else { return nil }  // straddles a boundary
+      return (blockStart, blockStart + size)
+    }
+    if let whole = block(1 << 21), monitor.watch(start: whole.start, length: 1 << 21) == nil {
+      rememberWatched(whole.start, whole.end)
       return true
     }
-    return false
+    guard monitor.watch(start: start, length: end - start) == nil else { return false }
+    rememberWatched(start, end)
+    var size: UInt64 = 1 << 20
+    while size > end - start, size >= UInt64(pageSize) {
+      if let smaller = block(size), monitor.watch(start: smaller.start, length: size) == nil {
+        rememberWatched(smaller.start, smaller.end)
+        break
+      }
+      size >>= 1
+    }
+    return true
+  }
+
+  /// Records `[start, end)` as watched, merged with the watched ranges it
+  /// overlaps.
+  private func rememberWatched(_ start: UInt64, _ end: UInt64) {
+    let overlaps = watchedRanges.overlapping(start: start, end: end)
+    var union = (start: start, end: end)
+    for position in overlaps {
+      let range = watchedRanges.range(at: position)
+      union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
+    }
+    watchedRanges.remove(overlaps)
+    watchedRanges.insert(start: union.start, end: union.end, value: ())
   }
 
   private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
@@ -423,8 +456,8 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// Applies what the monitor queued since the last lookup.
   private func applyPendingInvalidations() {
-    guard let monitor else { return }
-    let lost = monitor.ring.drain { slot in
+    guard let subscription else { return }
+    let lost = subscription.drain { slot in
       invalidate(start: slot.start, end: slot.end, cause: slot.cause)
     }
     if lost {

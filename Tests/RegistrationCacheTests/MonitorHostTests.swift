@@ -1,3 +1,4 @@
+import CUserfaultfd
 import Foundation
 import Synchronization
 import TestSupport
@@ -140,15 +141,65 @@ import Verbs
     munmap(raw, 4 * page)
   }
 
-  @Test(.enabled(if: monitored)) func rangeWatchedByAnotherMonitorIsNotCached() throws {
-    let (first, _) = countingCache(monitor: .userfaultfd)
-    let (second, counting) = countingCache(monitor: .userfaultfd)
+  /// The kernel lets one userfaultfd own a mapping: a range already
+  /// watched by a descriptor that is not the cache's (another library's)
+  /// gives EBUSY, and the cache hands the registration out uncached.
+  @Test(.enabled(if: monitored)) func rangeWatchedByAnotherUserfaultfdIsNotCached() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
     let length = 4 * page
     let address = mapAnonymous(length)
-    _ = try first.lookup(address: address, length: length)
-    let other = try second.lookup(address: address, length: length)  // EBUSY
-    #expect(!other.isCached && counting.count == 1)
-    #expect(second.statistics.uncachedRegistrations == 1)
+    let fd = Self.foreignUserfaultfd()
+    try #require(fd >= 0, "userfaultfd: \(-fd)")
+    defer { close(fd) }
+    #expect(CUFFD_register(fd, address, UInt64(length), UInt64(CUFFD_REGISTER_MODE_WP)) == 0)
+    let handle = try cache.lookup(address: address, length: length)  // EBUSY
+    #expect(!handle.isCached && counting.count == 1)
+    #expect(cache.statistics.uncachedRegistrations == 1)
+    handle.release()
+    unmap(address, length)
+  }
+
+  /// A descriptor of our own, as another library would open one.
+  static func foreignUserfaultfd() -> Int32 {
+    var fd = CUFFD_open(0)
+    if fd == -EPERM { fd = CUFFD_open(1) }
+    guard fd >= 0 else { return fd }
+    var available: UInt64 = 0
+    let api = CUFFD_api(fd, 0, &available)
+    guard api == 0 else {
+      close(fd)
+      return api
+    }
+    return fd
+  }
+
+  /// Two caches (two protection domains, say) over the same buffers share
+  /// the process's one monitor: both cache them (no EBUSY) and both drop
+  /// them when the memory goes.
+  @Test(.enabled(if: monitored)) func twoCachesOverTheSameBuffersShareOneMonitor() throws {
+    let (first, firstCounting) = countingCache(monitor: .userfaultfd)
+    let (second, secondCounting) = countingCache(monitor: .userfaultfd)
+    #expect(first.subscription?.monitor === second.subscription?.monitor)
+    let length = 8 * page
+    let address = mapAnonymous(length)
+    for cache in [first, second] {
+      let a = try cache.lookup(address: address, length: length)
+      let b = try cache.lookup(address: address + UInt64(page), length: page)
+      #expect(a.isCached && b.isCached && a.lkey == b.lkey)
+      a.release()
+      b.release()
+    }
+    #expect(first.statistics.uncachedRegistrations == 0)
+    #expect(second.statistics.uncachedRegistrations == 0)
+    #expect(firstCounting.count == 1 && secondCounting.count == 1)
+    // One cache closing leaves the other watched.
+    first.close()
+    unmap(address, length)
+    #expect(mapAnonymous(length, at: address) == address)
+    let again = try second.lookup(address: address, length: length)
+    #expect(secondCounting.count == 2 && second.statistics.invalidations[.unmap] == 1)
+    again.release()
+    second.close()
     unmap(address, length)
   }
 
