@@ -18,7 +18,7 @@ public final class CachedRegistration: @unchecked Sendable {
   /// ``CacheEntry/detach()``) until ``release()``, after which this handle
   /// never touches it again. The keys and range are copied, so they stay
   /// readable after release.
-  unowned(unsafe) let entry: CacheEntry
+  let held: Unmanaged<CacheEntry>
   private let released = Atomic<Bool>(false)
   /// First registered byte: the looked-up address rounded down to a page.
   public let address: UInt64
@@ -34,14 +34,11 @@ public final class CachedRegistration: @unchecked Sendable {
   /// The IOVA of ``address``.
   public let iova: UInt64
 
-  init(_ entry: CacheEntry) {
-    self.entry = entry
-    address = entry.start
-    length = entry.length
-    access = entry.access
-    lkey = entry.registered.lkey
-    rkey = entry.registered.rkey
-    iova = entry.registered.iova
+  init(_ held: Unmanaged<CacheEntry>) {
+    self.held = held
+    (address, length, access, lkey, rkey, iova) = held._withUnsafeGuaranteedRef {
+      ($0.start, $0.length, $0.access, $0.registered.lkey, $0.registered.rkey, $0.registered.iova)
+    }
   }
 
   deinit {
@@ -53,17 +50,21 @@ public final class CachedRegistration: @unchecked Sendable {
   /// handle holds it. Do not call it while another thread reads
   /// ``region`` or ``isCached`` on this handle.
   public func release() {
-    if !released.exchange(true, ordering: .acquiringAndReleasing) { entry.release() }
+    if !released.exchange(true, ordering: .acquiringAndReleasing) {
+      held._withUnsafeGuaranteedRef { $0.release() }
+    }
   }
 
   /// The region itself; nil for caches built over a test registrar, and
   /// after ``release()``.
   public var region: SharedMemoryRegion? {
-    released.load(ordering: .acquiring) ? nil : entry.registered.region
+    released.load(ordering: .acquiring) ? nil : held.takeUnretainedValue().registered.region
   }
   /// False once the cache no longer serves this registration (it stays
   /// valid for this handle either way), and after ``release()``.
-  public var isCached: Bool { !released.load(ordering: .acquiring) && !entry.isDetached }
+  public var isCached: Bool {
+    !released.load(ordering: .acquiring) && !held.takeUnretainedValue().isDetached
+  }
 
   /// A local scatter/gather entry for `count` bytes at virtual `address`,
   /// which must lie inside the registration.

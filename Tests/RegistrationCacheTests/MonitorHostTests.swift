@@ -141,6 +141,30 @@ import Verbs
     munmap(raw, 4 * page)
   }
 
+  /// `UFFDIO_REGISTER` over a block with a hole watches only the mappings
+  /// present: memory mapped into the hole later is not watched, so the
+  /// cache must not count it as watched (found in review: it recorded the
+  /// whole 2 MiB block, and a buffer mapped into the hole, cached, then
+  /// unmapped and mapped again, was a stale hit).
+  @Test(.enabled(if: monitored)) func memoryMappedIntoAHoleOfAWatchedBlockIsWatchedToo() throws {
+    let (cache, counting) = countingCache(monitor: .userfaultfd)
+    let block = 2 << 20
+    let reserved = mapAnonymous(2 * block)
+    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)  // 2 MiB-aligned
+    // Keep the first half of the block mapped; a hole in the second half.
+    let hole = base + UInt64(block / 2)
+    unmap(hole, 16 * page)
+    try cache.lookup(address: base, length: page).release()  // watches around base
+    #expect(mapAnonymous(16 * page, at: hole) == hole)  // mapped into the hole
+    try cache.lookup(address: hole, length: 16 * page).release()
+    unmap(hole, 16 * page)
+    #expect(mapAnonymous(16 * page, at: hole) == hole)
+    let again = try cache.lookup(address: hole, length: 16 * page)
+    #expect(counting.count == 3, "the remapped hole was served from the cache")
+    again.release()
+    unmap(reserved, 2 * block)
+  }
+
   /// The kernel lets one userfaultfd own a mapping: a range already
   /// watched by a descriptor that is not the cache's (another library's)
   /// gives EBUSY, and the cache hands the registration out uncached.
