@@ -91,7 +91,8 @@ struct CacheCheck: ParsableCommand {
         print("explicit    \(rounds) rounds, \(staleExplicit) stale hits")
         print(
           "unmap       "
-            + (automatic ? "\(rounds) rounds, \(staleUnmap) stale hits" : "not watched: invalidate"))
+            + (automatic ? "\(rounds) rounds, \(staleUnmap) stale hits" : "not watched: invalidate")
+        )
       }
       if staleExplicit > 0 || staleUnmap > 0 { throw ExitCode(1) }
     } catch let exit as ExitCode {

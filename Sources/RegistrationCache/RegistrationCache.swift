@@ -177,7 +177,8 @@ public final class RegistrationCache: @unchecked Sendable {
     }
     let tick = counters.misses.load(ordering: .relaxed)
     if let held = lock.withReadLock(
-      stripe: StripedCells.currentStripe, { hit(start: address, end: end, access: access, tick: tick) })
+      stripe: StripedCells.currentStripe,
+      { hit(start: address, end: end, access: access, tick: tick) })
     {
       guard let frameCheck else { return CachedRegistration(held) }
       // Slow path from here on: a strong reference is fine.
@@ -361,7 +362,8 @@ public final class RegistrationCache: @unchecked Sendable {
     // `end` is at least a page below the top (checked by the miss).
     if end - blockStart <= block,
       let stretch = mappedStretch(start: start, end: end, within: blockStart, blockStart + block),
-      stretch != (start, end), monitor.watch(start: stretch.start, length: stretch.end - stretch.start) == nil
+      stretch != (start, end),
+      monitor.watch(start: stretch.start, length: stretch.end - stretch.start) == nil
     {
       rememberWatched(stretch.start, stretch.end)
       return true

@@ -92,7 +92,8 @@ final class UserfaultMonitor: @unchecked Sendable {
           state.monitor = nil
         }
         return .failure(
-          MonitorUnavailable(operation: "userfaultfd monitor (\(maxSubscribers) caches)", errno: EUSERS))
+          MonitorUnavailable(
+            operation: "userfaultfd monitor (\(maxSubscribers) caches)", errno: EUSERS))
       }
       state.rings[ObjectIdentifier(ring)] = ring
       return .success(monitor)

@@ -36,22 +36,26 @@ struct MonitorRefusedOnDevice {
     var statistics: CacheStatistics
   }
 
-  /// Runs `umem cache-check` as nobody, behind `wrapper`.
+  /// Runs `umem cache-check` as nobody, behind `wrapper`, through `popen`
+  /// (which leaves no descriptor behind, unlike `Process`).
   static func check(wrapper: [String]) throws -> Report {
     let child =
       ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + wrapper + [
         TestTools.executable("umem"), "cache-check", "--rounds", "10", "--json",
       ] + (DeviceLab.deviceName.map { ["--device", $0] } ?? [])
-    let result = TestTools.run(child)
-    try #require(
-      result.status == 0, "\(child.joined(separator: " ")): exit \(result.status): \(result.stderr)")
-    return try JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8))
+    let command = child.joined(separator: " ")
+    let output = ResourceSnapshot.shell("\(command) 2>&1; echo exit=$?") ?? ""
+    let json = output.split(separator: "\n").first { $0.hasPrefix("{") }
+    try #require(output.hasSuffix("exit=0\n") && json != nil, "\(command): \(output)")
+    return try JSONDecoder().decode(Report.self, from: Data(json!.utf8))
   }
 
   @Test func unprivilegedChildFallsBackAndNeverHitsAfterInvalidation() throws {
     try #require(getuid() == 0, "needs root to change \(Self.sysctl) and switch users")
     let saved = try String(contentsOfFile: Self.sysctl, encoding: .utf8)
     try "0\n".write(toFile: Self.sysctl, atomically: false, encoding: .utf8)
+    // The children's pins and MRs are theirs, but the kernel's MR count
+    // and this process's pins and descriptors must be back where they were.
     let outcome = Result { () throws -> Void in
       try expectNoLeaks("unprivileged children") {
         // The sysctl alone: the kernel allows UFFD_USER_MODE_ONLY.
