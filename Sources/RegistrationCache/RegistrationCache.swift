@@ -113,7 +113,13 @@ public final class RegistrationCache: @unchecked Sendable {
     frameCheck = limits.checkFramesOnHit ? FrameCheck() : nil
   }
 
-  deinit { subscription?.end() }
+  deinit {
+    subscription?.end()
+    // Handles do not retain their entries: those still held must outlive
+    // the index (detach() keeps them until their last release), and idle
+    // ones are deregistered now.
+    for entry in index.removeAll() { entry.detach() }
+  }
 
   /// Stops watching (the process's monitor stops with its last cache) and
   /// drops every cached entry (those in use are
