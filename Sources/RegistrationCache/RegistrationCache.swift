@@ -352,9 +352,13 @@ public final class RegistrationCache: @unchecked Sendable {
   /// monitor: then the application invalidates). Watches the mapped
   /// stretch of the 2 MiB-aligned block around it, so neighbouring buffers
   /// cost no further `UFFDIO_REGISTER` (a system call and a VMA split
-  /// each); exactly the range when the kernel refuses the stretch (a file
-  /// or device mapping in it, or another userfaultfd's range). A range that
-  /// cannot be watched at all (a file mapping; EBUSY) costs two calls.
+  /// each). When the kernel refuses the stretch (a file or device mapping
+  /// in it, such as a device's queues mapped next to the buffers, or
+  /// another userfaultfd's range), it watches the range itself and then
+  /// widens that as far as the kernel accepts, by bisection on each side
+  /// (about 9 calls a side, once per stretch; without it every neighbour's
+  /// miss paid the refused calls again). A range that cannot be watched at
+  /// all (a file mapping; EBUSY) costs two calls.
   ///
   /// Only mapped pages are recorded as watched: `UFFDIO_REGISTER` accepts
   /// a range with holes but watches only the mappings present, and a
@@ -366,16 +370,43 @@ public final class RegistrationCache: @unchecked Sendable {
     let block: UInt64 = 1 << 21
     let blockStart = start & ~(block - 1)
     // `end` is at least a page below the top (checked by the miss).
-    if end - blockStart <= block,
-      let stretch = mappedStretch(start: start, end: end, within: blockStart, blockStart + block),
-      stretch != (start, end),
+    let stretch =
+      end - blockStart <= block
+      ? mappedStretch(start: start, end: end, within: blockStart, blockStart + block) : nil
+    if let stretch, stretch != (start, end),
       monitor.watch(start: stretch.start, length: stretch.end - stretch.start) == nil
     {
       rememberWatched(stretch.start, stretch.end)
       return true
     }
     guard monitor.watch(start: start, length: end - start) == nil else { return false }
-    rememberWatched(start, end)
+    guard let stretch, stretch != (start, end) else {
+      rememberWatched(start, end)
+      return true
+    }
+    // Widen within the mapped stretch: watching a part is watching a
+    // subset, so success is monotone in each bound.
+    let page = UInt64(pageSize)
+    var (lo, hi) = (stretch.start / page, start / page)
+    while lo < hi {
+      let middle = lo + (hi - lo) / 2
+      if monitor.watch(start: middle * page, length: start - middle * page) == nil {
+        hi = middle
+      } else {
+        lo = middle + 1
+      }
+    }
+    let left = lo * page
+    (lo, hi) = (end / page, stretch.end / page)
+    while lo < hi {
+      let middle = lo + (hi - lo + 1) / 2
+      if monitor.watch(start: end, length: middle * page - end) == nil {
+        lo = middle
+      } else {
+        hi = middle - 1
+      }
+    }
+    rememberWatched(left, lo * page)
     return true
   }
 

@@ -48,6 +48,8 @@ final class UserfaultMonitor: @unchecked Sendable {
   let userModeOnly: Bool
   /// Events read so far, of any kind.
   let eventsRead = Atomic<Int>(0)
+  /// `UFFDIO_REGISTER` calls so far, by every cache; for tests.
+  let watchCalls = Atomic<Int>(0)
   /// Raised before read(2) wakes an unmapping thread, lowered after the
   /// ranges are queued in every ring: a lookup that runs after munmap
   /// returned sees either this flag or the queued range, never neither.
@@ -192,6 +194,7 @@ final class UserfaultMonitor: @unchecked Sendable {
   /// `ioctl(UFFDIO_REGISTER)` with `UFFDIO_REGISTER_MODE_WP`.
   func watch(start: UInt64, length: UInt64) -> Int32? {
     guard running else { return EBADF }  // stopped: nothing can be watched
+    watchCalls.add(1, ordering: .relaxed)
     let result = CUFFD_register(fd, start, length, UInt64(CUFFD_REGISTER_MODE_WP))
     return result == 0 ? nil : -result
   }
