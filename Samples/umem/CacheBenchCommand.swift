@@ -54,6 +54,8 @@ struct CacheBench: ParsableCommand {
     var lookups: Int
     /// Mean per covering search, without lock, statistics or handles.
     var searchNanoseconds: Double
+    /// The same in the thread's CPU time.
+    var searchThreadCPUNanoseconds: Double
   }
 
   struct Report: Encodable {
@@ -68,12 +70,20 @@ struct CacheBench: ParsableCommand {
     var registrationsAvoided: Int
     /// Mean per lookup+release over the timed loop, per thread.
     var hitNanoseconds: Double
+    /// The same in the threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`): what
+    /// a hit costs when the machine is shared and threads wait for a core.
+    var hitThreadCPUNanoseconds: Double
     /// Mean per miss (registration through the cache) while filling it.
     var missNanoseconds: Double
     /// Mean per plain registration of the same buffers without the cache
-    /// (`ibv_reg_mr` through SharedProtectionDomain), for the miss ratio.
+    /// (`ibv_reg_mr` through SharedProtectionDomain, interleaved with the
+    /// misses, each deregistered untimed), for the miss ratio.
     var plainRegisterNanoseconds: Double?
     var missOverPlain: Double?
+    /// Mean per plain registration when all are kept registered at once
+    /// (as many as the cache holds, up to 1,000), and the miss against it.
+    var plainKeptRegisterNanoseconds: Double?
+    var missOverPlainKept: Double?
     var statistics: CacheStatistics
   }
 
@@ -82,14 +92,17 @@ struct CacheBench: ParsableCommand {
     let page = PageAlignedBuffer.pageSize
     let stride = (bytes + page - 1) / page * page  // bytes <= 1 GiB: no overflow
     if registrar == .index {
-      let nanoseconds = RegistrationCache.benchmarkIndex(
+      let (nanoseconds, cpu) = RegistrationCache.benchmarkIndex(
         regions: regions, stride: stride, lookups: lookups)
       if json {
-        let report = IndexReport(regions: regions, lookups: lookups, searchNanoseconds: nanoseconds)
+        let report = IndexReport(
+          regions: regions, lookups: lookups, searchNanoseconds: nanoseconds,
+          searchThreadCPUNanoseconds: cpu)
         print(String(decoding: (try? JSONEncoder().encode(report)) ?? Data(), as: UTF8.self))
       } else {
         print(
-          "index       \(regions) ranges, \(lookups) searches: \(format(nanoseconds)) per search")
+          "index       \(regions) ranges, \(lookups) searches: \(format(nanoseconds)) per search, "
+            + "\(format(cpu)) of thread CPU time")
       }
       return
     }
@@ -110,32 +123,51 @@ struct CacheBench: ParsableCommand {
         cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
-      var plain: Double?
-      if let pd {
-        // Plain registrations of the same buffers first: same pages, same sizes.
-        let count = min(regions, 1000)
-        let start = ContinuousClock.now
-        for i in 0..<count {
+      // Fill: one miss per buffer. With a device, each miss follows a plain
+      // registration of the same buffer (timed; deregistered untimed), so
+      // both see the same machine: an emulated one is too noisy to compare
+      // two separate loops.
+      let plainCount = pd == nil ? 0 : min(regions, 1000)
+      var plainTotal = Duration.zero
+      var missTotal = Duration.zero
+      for i in 0..<regions {
+        let address = base + UInt64(i * stride)
+        if let pd, i < plainCount {
+          let start = ContinuousClock.now
           let region = try pd.unsafeRegister(
-            UnsafeMutableRawBufferPointer(
-              start: memory.baseAddress + i * stride, count: bytes), access: access)
+            UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
+            access: access)
+          plainTotal += ContinuousClock.now - start
           try region.close()
         }
-        plain = (ContinuousClock.now - start).nanoseconds / Double(count)
+        let start = ContinuousClock.now
+        try cache.lookup(address: address, length: bytes, access: access).release()
+        missTotal += ContinuousClock.now - start
       }
-      // Fill: one miss per buffer.
-      let fillStart = ContinuousClock.now
-      for i in 0..<regions {
-        try cache.lookup(address: base + UInt64(i * stride), length: bytes, access: access)
-          .release()
+      let missNanoseconds = missTotal.nanoseconds / Double(regions)
+      let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
+      // Plain registrations kept, as the cache keeps its entries: whether a
+      // miss's extra is the kernel's cost of many live MRs, not the cache's.
+      var plainKept: Double?
+      if let pd {
+        var kept: [SharedMemoryRegion] = []
+        let start = ContinuousClock.now
+        for i in 0..<plainCount {
+          kept.append(
+            try pd.unsafeRegister(
+              UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
+              access: access))
+        }
+        plainKept = (ContinuousClock.now - start).nanoseconds / Double(plainCount)
+        for region in kept { try region.close() }
       }
-      let missNanoseconds = (ContinuousClock.now - fillStart).nanoseconds / Double(regions)
       let before = cache.statistics
       // Plain locals: the closures below must not read the option wrappers.
       let threadCount = threads
       let regionCount = regions
       let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])
+      let cpu = Mutex<[Double]>([])
       let failure = Mutex<String?>(nil)
       let group = DispatchGroup()
       let ready = Atomic<Int>(0)
@@ -149,6 +181,7 @@ struct CacheBench: ParsableCommand {
           }
           ready.add(1, ordering: .acquiringAndReleasing)
           while ready.load(ordering: .acquiring) < threadCount {}
+          let cpuStart = threadCPUNanoseconds()
           let start = ContinuousClock.now
           do {
             for address in order {
@@ -158,7 +191,9 @@ struct CacheBench: ParsableCommand {
             failure.withLock { $0 = "\(error)" }
           }
           let took = ContinuousClock.now - start
+          let cpuTook = threadCPUNanoseconds() - cpuStart
           elapsed.withLock { $0.append(took) }
+          cpu.withLock { $0.append(cpuTook) }
           group.leave()
         }
       }
@@ -171,14 +206,19 @@ struct CacheBench: ParsableCommand {
       let times = elapsed.withLock { $0 }
       let hitNanoseconds =
         times.reduce(0) { $0 + $1.nanoseconds } / Double(times.count) / Double(perThread)
+      let cpuTimes = cpu.withLock { $0 }
+      let hitCPU = cpuTimes.reduce(0, +) / Double(cpuTimes.count) / Double(perThread)
       cache.close()
       let report = Report(
         registrar: registrar.rawValue, device: pd?.context.name, regions: regions,
         lookups: perThread * threads, threads: threads, size: bytes,
         hits: after.hits - before.hits, misses: after.misses - before.misses,
         registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
+        hitThreadCPUNanoseconds: hitCPU,
         missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
-        missOverPlain: plain.map { missNanoseconds / $0 }, statistics: cache.statistics)
+        missOverPlain: plain.map { missNanoseconds / $0 },
+        plainKeptRegisterNanoseconds: plainKept,
+        missOverPlainKept: plainKept.map { missNanoseconds / $0 }, statistics: cache.statistics)
       if json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -188,12 +228,19 @@ struct CacheBench: ParsableCommand {
         print("monitor     \(report.statistics.monitor)")
         print(
           "regions     \(regions) x \(bytes) B, \(report.lookups) lookups on \(threads) thread(s)")
-        print("hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release)")
+        print(
+          "hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release, "
+            + "\(format(hitCPU)) of thread CPU time)")
         print("misses      \(report.misses) while timed; fill \(format(missNanoseconds)) per miss")
         if let plain {
           print(
-            "plain reg   \(format(plain)) per ibv_reg_mr+dereg, miss/plain "
+            "plain reg   \(format(plain)) per ibv_reg_mr (interleaved), miss/plain "
               + String(format: "%.2f", missNanoseconds / plain))
+        }
+        if let plainKept {
+          print(
+            "plain kept  \(format(plainKept)) per ibv_reg_mr with all kept, miss/kept "
+              + String(format: "%.2f", missNanoseconds / plainKept))
         }
         print("avoided     \(report.registrationsAvoided) registrations")
       }
@@ -212,6 +259,13 @@ extension CacheBench {
       ? "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
       : "\((nanoseconds * 10).rounded() / 10) ns"
   }
+}
+
+/// The calling thread's CPU time so far, in nanoseconds.
+func threadCPUNanoseconds() -> Double {
+  var now = timespec()
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+  return Double(now.tv_sec) * 1e9 + Double(now.tv_nsec)
 }
 
 /// A small deterministic generator (SplitMix64), so runs are repeatable.

@@ -6,7 +6,9 @@ struct UmemTool: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "umem",
     abstract: "RDMA memory registration, explained: devices, registration, page-size plans.",
-    subcommands: [Devices.self, Register.self, Plan.self, Inspect.self, CacheBench.self]
+    subcommands: [
+      Devices.self, Register.self, Plan.self, Inspect.self, CacheBench.self, CacheCheck.self,
+    ]
   )
 
   /// Refuses a flood of inline `--phyr` options before ArgumentParser sees

@@ -4,8 +4,11 @@ import Synchronization
 /// slow path update them without a lock. ``CacheStatistics`` is their
 /// snapshot.
 final class CacheCounters: Sendable {
-  /// Also the LRU clock: each hit stamps its entry with the count.
-  let lookups = Atomic<Int>(0)
+  // Lookups are the cache lock's read sections (one per lookup), counted
+  // per thread by ``ReaderWriterLock``: no shared word on the hit path.
+  /// Misses. Also the LRU clock: each hit stamps its entry with the misses so far
+  /// (a word only misses write), so entries used since the last miss tie
+  /// and are evicted after every older one.
   let misses = Atomic<Int>(0)
   let registrations = Atomic<Int>(0)
   let registrationFailures = Atomic<Int>(0)

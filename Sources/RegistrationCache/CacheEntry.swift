@@ -48,30 +48,40 @@ final class CacheEntry: @unchecked Sendable {
   /// detached entry.
   @inline(__always)
   func acquire(at tick: Int) {
-    holders.add(1, ordering: .sequentiallyConsistent)
-    lastUse.store(tick, ordering: .relaxed)
+    holders.wrappingAdd(1, ordering: .sequentiallyConsistent)
+    if lastUse.load(ordering: .relaxed) != tick { lastUse.store(tick, ordering: .relaxed) }
   }
 
   /// A handle went away; the last one on a detached entry deregisters it.
+  @inline(__always)
   func release() {
-    if holders.subtract(1, ordering: .sequentiallyConsistent).newValue == 0, isDetached {
+    if holders.wrappingSubtract(1, ordering: .sequentiallyConsistent).newValue == 0, isDetached {
       retire()
     }
   }
 
   /// The cache no longer serves it; deregistered now when idle, else by
-  /// the last ``release()``. Under the cache's write lock.
+  /// the last ``release()``. Under the cache's write lock, once, by a
+  /// caller that holds a reference.
+  ///
+  /// Handles do not retain their entry (a retain and a release are two
+  /// more atomic operations on every hit): while cached, the index's
+  /// reference keeps it alive; from here on, its own, taken before it is
+  /// marked detached and given back by ``retire()``.
   func detach() {
+    _ = Unmanaged.passRetained(self)
     detached.store(true, ordering: .sequentiallyConsistent)
     if isIdle { retire() }
   }
 
-  /// Deregisters, once, whoever gets here first. The C function is `ibv_dereg_mr`.
+  /// Deregisters, once, whoever gets here first, and gives back the
+  /// reference ``detach()`` took. The C function is `ibv_dereg_mr`.
   private func retire() {
     guard
       retired.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
         .exchanged
     else { return }
+    defer { Unmanaged.passUnretained(self).release() }
     do {
       try registered.region?.close()
     } catch {

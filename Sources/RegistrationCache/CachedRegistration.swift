@@ -11,11 +11,35 @@ import Verbs
 /// have completed, or let it go (`deinit` releases). Releasing twice is
 /// harmless. `Sendable`: it may be released on another thread.
 public final class CachedRegistration: @unchecked Sendable {
-  // @unchecked: `entry` is immutable; `released` is atomic.
-  let entry: CacheEntry
+  // @unchecked: everything is immutable except `released`, which is atomic.
+  /// Not retained (a retain and a release would be two more atomic
+  /// operations on every hit): the handle's count in
+  /// ``CacheEntry/holders`` keeps the entry alive (see
+  /// ``CacheEntry/detach()``) until ``release()``, after which this handle
+  /// never touches it again. The keys and range are copied, so they stay
+  /// readable after release.
+  let held: Unmanaged<CacheEntry>
   private let released = Atomic<Bool>(false)
+  /// First registered byte: the looked-up address rounded down to a page.
+  public let address: UInt64
+  /// Registered bytes: the looked-up range rounded out to whole pages (or
+  /// more, when it was merged with overlapping entries).
+  public let length: Int
+  /// The access the registration has: at least the access asked for.
+  public let access: MemoryAccess
+  /// Local key, for scatter/gather entries.
+  public let lkey: UInt32
+  /// Remote key, for peers.
+  public let rkey: UInt32
+  /// The IOVA of ``address``.
+  public let iova: UInt64
 
-  init(_ entry: CacheEntry) { self.entry = entry }
+  init(_ held: Unmanaged<CacheEntry>) {
+    self.held = held
+    (address, length, access, lkey, rkey, iova) = held._withUnsafeGuaranteedRef {
+      ($0.start, $0.length, $0.access, $0.registered.lkey, $0.registered.rkey, $0.registered.iova)
+    }
+  }
 
   deinit {
     // One load instead of an exchange when release() already ran.
@@ -23,29 +47,24 @@ public final class CachedRegistration: @unchecked Sendable {
   }
 
   /// Gives the handle back. The cache may evict the registration once no
-  /// handle holds it.
+  /// handle holds it. Do not call it while another thread reads
+  /// ``region`` or ``isCached`` on this handle.
   public func release() {
-    if !released.exchange(true, ordering: .acquiringAndReleasing) { entry.release() }
+    if !released.exchange(true, ordering: .acquiringAndReleasing) {
+      held._withUnsafeGuaranteedRef { $0.release() }
+    }
   }
 
-  /// First registered byte: the looked-up address rounded down to a page.
-  public var address: UInt64 { entry.start }
-  /// Registered bytes: the looked-up range rounded out to whole pages (or
-  /// more, when it was merged with overlapping entries).
-  public var length: Int { entry.length }
-  /// The access the registration has: at least the access asked for.
-  public var access: MemoryAccess { entry.access }
-  /// Local key, for scatter/gather entries.
-  public var lkey: UInt32 { entry.registered.lkey }
-  /// Remote key, for peers.
-  public var rkey: UInt32 { entry.registered.rkey }
-  /// The IOVA of ``address``.
-  public var iova: UInt64 { entry.registered.iova }
-  /// The region itself; nil only for caches built over a test registrar.
-  public var region: SharedMemoryRegion? { entry.registered.region }
-  /// False once the cache no longer serves this registration; it stays
-  /// valid for this handle either way.
-  public var isCached: Bool { !entry.isDetached }
+  /// The region itself; nil for caches built over a test registrar, and
+  /// after ``release()``.
+  public var region: SharedMemoryRegion? {
+    released.load(ordering: .acquiring) ? nil : held.takeUnretainedValue().registered.region
+  }
+  /// False once the cache no longer serves this registration (it stays
+  /// valid for this handle either way), and after ``release()``.
+  public var isCached: Bool {
+    !released.load(ordering: .acquiring) && !held.takeUnretainedValue().isDetached
+  }
 
   /// A local scatter/gather entry for `count` bytes at virtual `address`,
   /// which must lie inside the registration.
@@ -73,16 +92,16 @@ public final class CachedRegistration: @unchecked Sendable {
   {
     // `address >= start` first, so the subtraction cannot wrap; `count` is
     // non-negative and below the length, which fits in UInt64.
-    guard address >= entry.start, count >= 0, address - entry.start <= UInt64(entry.length),
-      UInt64(count) <= UInt64(entry.length) - (address - entry.start)
+    guard address >= self.address, count >= 0, address - self.address <= UInt64(length),
+      UInt64(count) <= UInt64(length) - (address - self.address)
     else {
       throw VerbsError(
         .invalidArgument, operation: operation, errno: EINVAL,
         message: "\(count) bytes at 0x\(String(address, radix: 16)) are outside the cached "
-          + "registration 0x\(String(entry.start, radix: 16)) + \(entry.length); look up the "
+          + "registration 0x\(String(self.address, radix: 16)) + \(length); look up the "
           + "range you send from", checkedBeforeCall: true)
     }
-    return address - entry.start
+    return address - self.address
   }
 }
 

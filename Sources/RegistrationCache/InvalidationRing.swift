@@ -1,9 +1,5 @@
 import Synchronization
 
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// Address ranges the userfaultfd monitor saw go away, waiting for the cache
 /// to apply them: a single-producer, single-consumer ring allocated once.
 ///
@@ -14,7 +10,8 @@ import Synchronization
 /// sets ``overflowed`` instead of waiting, and the consumer then drops every
 /// cached entry: a lost range may cost registrations, never a stale hit.
 ///
-/// The consumer is whoever holds the cache's write lock.
+/// The consumer is whoever holds the cache's write lock. Each cache has its
+/// own ring; the process's one monitor fills them all.
 final class InvalidationRing: @unchecked Sendable {
   // @unchecked: slots are written by the one producer before `written` is
   // published and read by the one consumer after it loads `written`.
@@ -32,9 +29,6 @@ final class InvalidationRing: @unchecked Sendable {
   private let read = Atomic<Int>(0)
   /// Set by the producer when a range did not fit.
   let overflowed = Atomic<Bool>(false)
-  /// Set while the producer is between `read(2)` of the descriptor and
-  /// publishing what it read; see ``UserfaultMonitor``.
-  let producing = Atomic<Bool>(false)
 
   init(capacity: Int) {
     self.capacity = Swift.max(capacity, 1)
@@ -55,21 +49,17 @@ final class InvalidationRing: @unchecked Sendable {
     written.store(w + 1, ordering: .releasing)
   }
 
-  /// Whether anything waits: queued ranges, an overflow, or a read in
-  /// progress. Three loads of rarely written words: the hit path's check.
+  /// Whether anything waits: queued ranges or an overflow. Loads of
+  /// rarely written words: part of the hit path's check.
   @inline(__always)
-  var hasPending: Bool {
-    producing.load(ordering: .acquiring)
-      || written.load(ordering: .acquiring) != read.load(ordering: .relaxed)
+  var hasQueued: Bool {
+    written.load(ordering: .acquiring) != read.load(ordering: .relaxed)
       || overflowed.load(ordering: .relaxed)
   }
 
   /// Consumer: calls `body` for each queued range and returns whether the
   /// ring overflowed since the last drain (then every entry must go).
-  /// Waits (yielding) while the producer is publishing, which takes it no
-  /// more than a few hundred nanoseconds and never a lock.
   func drain(_ body: (Slot) -> Void) -> Bool {
-    while producing.load(ordering: .acquiring) { sched_yield() }
     let lost = overflowed.exchange(false, ordering: .acquiringAndReleasing)
     let w = written.load(ordering: .acquiring)
     var r = read.load(ordering: .relaxed)

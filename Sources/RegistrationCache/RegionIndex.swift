@@ -1,9 +1,11 @@
 /// Non-overlapping address ranges sorted by start, each with a value: the
 /// cache's index of cached registrations.
 ///
-/// Storage: the starts and ends live in their own contiguous arrays, so the
-/// binary search of a hit touches one cache line per step of 8-byte keys
-/// (about 14 steps at 10,000 ranges) and never the values. Insertions and
+/// Storage: the starts and ends live in their own contiguous arrays, and a
+/// summary holds every 16th start. A hit searches the summary (a sixteenth
+/// of the keys: 5 KB at 10,000 ranges, which stays in the L1 cache between
+/// hits) and then one block of 16 starts (two cache lines), instead of 14
+/// steps over 80 KB of keys; it never touches the values. Insertions and
 /// removals shift the arrays (a `memmove` of at most 16 bytes per range),
 /// which is microseconds at 100,000 ranges: misses pay it, beside a
 /// registration that costs tens of microseconds. Keeping the ranges
@@ -13,6 +15,9 @@ struct RegionIndex<Value> {
   private(set) var starts: [UInt64] = []
   private(set) var ends: [UInt64] = []
   private(set) var values: [Value] = []
+  /// `starts[16 * k]` for each block k of 16 ranges.
+  private var summary: [UInt64] = []
+  private static var fanout: Int { 16 }
 
   init() {}
 
@@ -23,10 +28,9 @@ struct RegionIndex<Value> {
   ///
   /// - Complexity: O(log n).
   func lastStarting(atOrBelow address: UInt64) -> Int? {
-    starts.withUnsafeBufferPointer { keys in
+    let block = summary.withUnsafeBufferPointer { keys -> Int? in
       // Branch-free halving (the compare becomes a conditional move): a
-      // hit at random addresses then pays cache misses, not mispredicted
-      // branches, about 14 times at 10,000 ranges.
+      // hit at random addresses pays no mispredicted branches.
       var remaining = keys.count
       guard remaining > 0 else { return nil }
       var base = 0
@@ -36,6 +40,26 @@ struct RegionIndex<Value> {
         remaining -= half
       }
       return keys[base] <= address ? base : nil
+    }
+    guard let block else { return nil }
+    return starts.withUnsafeBufferPointer { keys in
+      // The block's first start is <= address; count the others that are
+      // (sorted, so they come first): a compare and an add each, no branch.
+      let first = block &* Self.fanout
+      let last = Swift.min(first &+ Self.fanout, keys.count)
+      var position = first
+      for i in (first &+ 1)..<last { position &+= keys[i] <= address ? 1 : 0 }
+      return position
+    }
+  }
+
+  /// Rebuilds the summary from the block holding `position` on, after the
+  /// arrays shifted there.
+  private mutating func updateSummary(from position: Int) {
+    let firstBlock = Swift.min(position / Self.fanout, summary.count)
+    summary.removeSubrange(firstBlock...)
+    for i in stride(from: firstBlock * Self.fanout, to: starts.count, by: Self.fanout) {
+      summary.append(starts[i])
     }
   }
 
@@ -79,6 +103,7 @@ struct RegionIndex<Value> {
     starts.insert(start, at: position)
     ends.insert(end, at: position)
     values.insert(value, at: position)
+    updateSummary(from: position)
   }
 
   /// Removes the ranges at `positions` and returns their values.
@@ -93,6 +118,7 @@ struct RegionIndex<Value> {
     starts.removeSubrange(positions)
     ends.removeSubrange(positions)
     values.removeSubrange(positions)
+    updateSummary(from: positions.lowerBound)
     return removed
   }
 
@@ -102,6 +128,7 @@ struct RegionIndex<Value> {
       starts.removeAll()
       ends.removeAll()
       values.removeAll()
+      summary.removeAll()
     }
     return values
   }
@@ -109,6 +136,8 @@ struct RegionIndex<Value> {
   /// Checks that the ranges are non-empty, sorted and disjoint; for tests.
   func checkInvariants() {
     precondition(starts.count == ends.count && ends.count == values.count)
+    precondition(
+      summary == Array(stride(from: 0, to: starts.count, by: Self.fanout).map { starts[$0] }))
     for position in starts.indices {
       precondition(starts[position] < ends[position], "empty range at \(position)")
       if position > 0 {

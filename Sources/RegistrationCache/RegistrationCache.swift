@@ -40,10 +40,13 @@ import Verbs
 /// may have been unmapped without a monitor), falls back to the pages asked
 /// for.
 ///
-/// **Concurrency.** Hits take the index's read lock only (one atomic add
-/// and subtract) and bump two atomics; misses, evictions and invalidations
-/// take the write lock and register or deregister under it. The monitor
-/// thread never takes the lock.
+/// **Concurrency.** Hits take no exclusive lock: they take the index's
+/// read lock, whose read side writes only the calling thread's stripe
+/// (``ReaderWriterLock``), count themselves in that stripe, and bump the
+/// entry's handle count; two threads hitting different entries write no
+/// shared cache line. Misses, evictions and invalidations take the write
+/// lock and register or deregister under it. The monitor thread never
+/// takes the lock.
 ///
 /// **Eviction.** Idle entries (no handle out) are evicted least recently
 /// used first when a miss would exceed ``CacheLimits/maxEntries``,
@@ -59,12 +62,15 @@ public final class RegistrationCache: @unchecked Sendable {
   let registrar: Registrar
   let counters = CacheCounters()
   private let lock = ReaderWriterLock()
-  private var index = RegionIndex<CacheEntry>()
+  // Unchecked: the lock is the exclusivity check, and a dynamic one would
+  // cost the hit path a runtime call.
+  @exclusivity(unchecked) private var index = RegionIndex<CacheEntry>()
   /// Ranges the monitor is known to watch (under the write lock): a miss
   /// inside one skips the `UFFDIO_REGISTER` call. Forgotten on UNMAP and
   /// REMAP events, whose new mappings are not watched.
   private var watchedRanges = RegionIndex<Void>()
-  let monitor: UserfaultMonitor?
+  /// This cache's use of the process's one userfaultfd monitor.
+  let subscription: MonitorSubscription?
   let monitorState: CacheMonitor
   private let frameCheck: FrameCheck?
   private let pageSize: Int
@@ -92,30 +98,37 @@ public final class RegistrationCache: @unchecked Sendable {
     enforcedByKernel = !ProcessStatus.current().has(capability: ProcessStatus.ipcLock)
     switch choice {
     case .explicitOnly:
-      monitor = nil
+      subscription = nil
       monitorState = .explicitOnly(reason: "asked for (MonitorChoice.explicitOnly)")
     case .userfaultfd:
-      switch UserfaultMonitor.start(ringCapacity: limits.monitorQueueCapacity) {
+      switch MonitorSubscription.start(ringCapacity: limits.monitorQueueCapacity) {
       case .success(let started):
-        monitor = started
-        monitorState = .userfaultfd(userModeOnly: started.userModeOnly)
+        subscription = started
+        monitorState = .userfaultfd(userModeOnly: started.monitor.userModeOnly)
       case .failure(let why):
-        monitor = nil
+        subscription = nil
         monitorState = .explicitOnly(reason: why.description)
       }
     }
     frameCheck = limits.checkFramesOnHit ? FrameCheck() : nil
   }
 
-  deinit { monitor?.stop() }
+  deinit {
+    subscription?.end()
+    // Handles do not retain their entries: those still held must outlive
+    // the index (detach() keeps them until their last release), and idle
+    // ones are deregistered now.
+    for entry in index.removeAll() { entry.detach() }
+  }
 
-  /// Stops the monitor and drops every cached entry (those in use are
+  /// Stops watching (the process's monitor stops with its last cache) and
+  /// drops every cached entry (those in use are
   /// deregistered when their last handle goes). Lookups afterwards still
   /// register, but nothing is cached any more (nothing would watch it).
   public func close() {
     lock.withWriteLock {
       closed = true
-      monitor?.stop()
+      subscription?.end()
       dropAll(cause: .explicit)
     }
   }
@@ -124,7 +137,7 @@ public final class RegistrationCache: @unchecked Sendable {
   public var statistics: CacheStatistics {
     var s = CacheStatistics()
     let c = counters
-    s.lookups = c.lookups.load(ordering: .relaxed)
+    s.lookups = lock.readSections
     s.misses = c.misses.load(ordering: .relaxed)
     s.hits = s.lookups - s.misses
     s.registrations = c.registrations.load(ordering: .relaxed)
@@ -143,7 +156,7 @@ public final class RegistrationCache: @unchecked Sendable {
     s.liveRegistrations = c.liveRegistrations.load(ordering: .relaxed)
     s.liveBytes = c.liveBytes.load(ordering: .relaxed)
     s.monitor = monitorState
-    s.monitorEvents = monitor?.eventsRead.load(ordering: .relaxed) ?? 0
+    s.monitorEvents = subscription?.monitor.eventsRead.load(ordering: .relaxed) ?? 0
     return s
   }
 
@@ -165,16 +178,23 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
-    if let monitor, monitor.ring.hasPending { lock.withWriteLock { applyPendingInvalidations() } }
-    let tick = counters.lookups.add(1, ordering: .relaxed).newValue
-    if let entry = lock.withReadLock({ hit(start: address, end: end, access: access, tick: tick) })
+    if let subscription, subscription.hasPending {
+      lock.withWriteLock { applyPendingInvalidations() }
+    }
+    let tick = counters.misses.load(ordering: .relaxed)
+    if let held = lock.withReadLock(
+      stripe: StripedCells.currentStripe,
+      { hit(start: address, end: end, access: access, tick: tick) })
     {
-      guard let frameCheck, let recorded = entry.frames else { return CachedRegistration(entry) }
+      guard let frameCheck else { return CachedRegistration(held) }
+      // Slow path from here on: a strong reference is fine.
+      let entry = held.takeUnretainedValue()
+      guard let recorded = entry.frames else { return CachedRegistration(held) }
       counters.frameChecks.add(1, ordering: .relaxed)
       if frameCheck.frames(start: entry.start, length: entry.length, pageSize: pageSize)
         == recorded
       {
-        return CachedRegistration(entry)
+        return CachedRegistration(held)
       }
       entry.release()
       // Pages replaced since the hit was taken may be reported already, or
@@ -182,8 +202,8 @@ public final class RegistrationCache: @unchecked Sendable {
       // event. Give the monitor a moment (about 0.1 s at most; no lock is
       // held and it needs none); only a change it never reported counts as
       // a stale hit.
-      if let monitor {
-        for _ in 0..<2000 where !monitor.ring.hasPending { usleep(10) }
+      if let subscription {
+        for _ in 0..<2000 where !subscription.hasPending { usleep(10) }
       }
       lock.withWriteLock {
         applyPendingInvalidations()
@@ -219,13 +239,19 @@ public final class RegistrationCache: @unchecked Sendable {
 
   // MARK: - Under the read lock
 
+  /// The covering entry, acquired for a handle; unretained (the handle's
+  /// count keeps it alive), so a hit does no reference counting.
   @inline(__always)
-  private func hit(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int) -> CacheEntry? {
+  private func hit(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int)
+    -> Unmanaged<CacheEntry>?
+  {
     guard let position = index.covering(start: start, end: end) else { return nil }
-    let entry = index.values[position]
-    guard entry.access.isSuperset(of: access) else { return nil }
-    entry.acquire(at: tick)
-    return entry
+    let entry = index.values.withUnsafeBufferPointer { Unmanaged.passUnretained($0[position]) }
+    return entry._withUnsafeGuaranteedRef { entry in
+      guard entry.access.isSuperset(of: access) else { return nil }
+      entry.acquire(at: tick)
+      return Optional(Unmanaged.passUnretained(entry))
+    }
   }
 
   // MARK: - Under the write lock
@@ -236,8 +262,8 @@ public final class RegistrationCache: @unchecked Sendable {
     try lock.withWriteLock { () throws(VerbsError) -> CachedRegistration in
       applyPendingInvalidations()
       // Another thread may have registered it while this one waited.
-      if let entry = hit(start: start, end: end, access: access, tick: tick) {
-        return CachedRegistration(entry)
+      if let held = hit(start: start, end: end, access: access, tick: tick) {
+        return CachedRegistration(held)
       }
       counters.misses.add(1, ordering: .relaxed)
       let page = UInt64(pageSize)
@@ -265,17 +291,16 @@ public final class RegistrationCache: @unchecked Sendable {
       for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
       let entry = try register(
         start: union.start, end: union.end, access: union.access,
-        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty)
-      entry.acquire(at: tick)
-      return CachedRegistration(entry)
+        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty, tick: tick)
+      return CachedRegistration(Unmanaged.passUnretained(entry))
     }
   }
 
   /// Registers (with the ENOMEM retry and the merge fallback), watches and
-  /// indexes one range.
+  /// indexes one range, and acquires it for the caller's handle.
   private func register(
     start: UInt64, end: UInt64, access: MemoryAccess,
-    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool
+    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool, tick: Int
   ) throws(VerbsError) -> CacheEntry {
     // Both ends are page-aligned user addresses; a length past Int.max
     // cannot be registered anyway.
@@ -298,7 +323,7 @@ public final class RegistrationCache: @unchecked Sendable {
         // Part of the union may be gone; register what was asked for.
         return try register(
           start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
-          merged: false)
+          merged: false, tick: tick)
       }
       counters.registrationFailures.add(1, ordering: .relaxed)
       throw error
@@ -309,6 +334,8 @@ public final class RegistrationCache: @unchecked Sendable {
     let entry = CacheEntry(
       start: start, length: length, access: access, registered: registered, frames: frames,
       counters: counters)
+    // Before a detach: handles do not retain their entry.
+    entry.acquire(at: tick)
     if watched {
       index.insert(start: start, end: end, value: entry)
       counters.cachedEntries.add(1, ordering: .relaxed)
@@ -322,31 +349,113 @@ public final class RegistrationCache: @unchecked Sendable {
   }
 
   /// Whether the monitor watches `[start, end)` (always true without a
-  /// monitor: then the application invalidates). Watches the 2 MiB-aligned
-  /// block around it when the kernel accepts that (all of it anonymous and
-  /// mapped), so neighbouring buffers cost no further `UFFDIO_REGISTER`
-  /// (about 5 us and a VMA split each), else exactly the range.
+  /// monitor: then the application invalidates). Watches the mapped
+  /// stretch of the 2 MiB-aligned block around it, so neighbouring buffers
+  /// cost no further `UFFDIO_REGISTER` (a system call and a VMA split
+  /// each). When the kernel refuses the stretch (a file or device mapping
+  /// in it, such as a device's queues mapped next to the buffers, or
+  /// another userfaultfd's range), it watches the range itself and then
+  /// widens that as far as the kernel accepts, by bisection on each side
+  /// (about 9 calls a side, once per stretch; without it every neighbour's
+  /// miss paid the refused calls again). A range that cannot be watched at
+  /// all (a file mapping; EBUSY) costs two calls.
+  ///
+  /// Only mapped pages are recorded as watched: `UFFDIO_REGISTER` accepts
+  /// a range with holes but watches only the mappings present, and a
+  /// mapping made in a hole later is not watched (no event says so). So
+  /// the stretch is what `mincore` finds mapped around the range.
   private func ensureWatched(start: UInt64, end: UInt64) -> Bool {
-    guard let monitor else { return true }
+    guard let monitor = subscription?.monitor else { return true }
     if watchedRanges.covering(start: start, end: end) != nil { return true }
     let block: UInt64 = 1 << 21
     let blockStart = start & ~(block - 1)
     // `end` is at least a page below the top (checked by the miss).
-    let blockEnd = end <= UInt64.max - (block - 1) ? (end + block - 1) & ~(block - 1) : end
-    var attempts = [(blockStart, blockEnd)]
-    if blockStart != start || blockEnd != end { attempts.append((start, end)) }
-    for (s, e) in attempts where monitor.watch(start: s, length: e - s) == nil {
-      let overlaps = watchedRanges.overlapping(start: s, end: e)
-      var union = (start: s, end: e)
-      for position in overlaps {
-        let range = watchedRanges.range(at: position)
-        union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
-      }
-      watchedRanges.remove(overlaps)
-      watchedRanges.insert(start: union.start, end: union.end, value: ())
+    let stretch =
+      end - blockStart <= block
+      ? mappedStretch(start: start, end: end, within: blockStart, blockStart + block) : nil
+    if let stretch, stretch != (start, end),
+      monitor.watch(start: stretch.start, length: stretch.end - stretch.start) == nil
+    {
+      rememberWatched(stretch.start, stretch.end)
       return true
     }
-    return false
+    guard monitor.watch(start: start, length: end - start) == nil else { return false }
+    guard let stretch, stretch != (start, end) else {
+      rememberWatched(start, end)
+      return true
+    }
+    // Widen within the mapped stretch: watching a part is watching a
+    // subset, so success is monotone in each bound.
+    let page = UInt64(pageSize)
+    var (lo, hi) = (stretch.start / page, start / page)
+    while lo < hi {
+      let middle = lo + (hi - lo) / 2
+      if monitor.watch(start: middle * page, length: start - middle * page) == nil {
+        hi = middle
+      } else {
+        lo = middle + 1
+      }
+    }
+    let left = lo * page
+    (lo, hi) = (end / page, stretch.end / page)
+    while lo < hi {
+      let middle = lo + (hi - lo + 1) / 2
+      if monitor.watch(start: end, length: middle * page - end) == nil {
+        lo = middle
+      } else {
+        hi = middle - 1
+      }
+    }
+    rememberWatched(left, lo * page)
+    return true
+  }
+
+  /// The largest page range inside `[low, high)` that contains
+  /// `[start, end)` and is mapped throughout, found with `mincore` (ENOMEM
+  /// on a hole): one call when the whole block is mapped, else a binary
+  /// search on each side (about 9 calls each for 2 MiB of 4 KiB pages).
+  /// Nil when `[start, end)` itself is not all mapped.
+  private func mappedStretch(start: UInt64, end: UInt64, within low: UInt64, _ high: UInt64)
+    -> (start: UInt64, end: UInt64)?
+  {
+    let page = UInt64(pageSize)
+    func mapped(_ from: UInt64, _ to: UInt64) -> Bool {
+      guard from < to else { return true }
+      let pages = Int((to - from) / page)
+      return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: pages) { vector in
+        mincore(UnsafeMutableRawPointer(bitPattern: UInt(from)), Int(to - from), vector.baseAddress)
+          == 0
+      }
+    }
+    if mapped(low, high) { return (low, high) }
+    guard mapped(start, end) else { return nil }
+    // Left: the lowest page L with [L, start) mapped (a monotone test).
+    var (lo, hi) = (low / page, start / page)
+    while lo < hi {
+      let middle = lo + (hi - lo) / 2
+      if mapped(middle * page, start) { hi = middle } else { lo = middle + 1 }
+    }
+    let left = lo * page
+    // Right: the highest page R with [end, R) mapped.
+    (lo, hi) = (end / page, high / page)
+    while lo < hi {
+      let middle = lo + (hi - lo + 1) / 2
+      if mapped(end, middle * page) { lo = middle } else { hi = middle - 1 }
+    }
+    return (left, lo * page)
+  }
+
+  /// Records `[start, end)` as watched, merged with the watched ranges it
+  /// overlaps.
+  private func rememberWatched(_ start: UInt64, _ end: UInt64) {
+    let overlaps = watchedRanges.overlapping(start: start, end: end)
+    var union = (start: start, end: end)
+    for position in overlaps {
+      let range = watchedRanges.range(at: position)
+      union = (Swift.min(union.start, range.start), Swift.max(union.end, range.end))
+    }
+    watchedRanges.remove(overlaps)
+    watchedRanges.insert(start: union.start, end: union.end, value: ())
   }
 
   private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
@@ -423,8 +532,8 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// Applies what the monitor queued since the last lookup.
   private func applyPendingInvalidations() {
-    guard let monitor else { return }
-    let lost = monitor.ring.drain { slot in
+    guard let subscription else { return }
+    let lost = subscription.drain { slot in
       invalidate(start: slot.start, end: slot.end, cause: slot.cause)
     }
     if lost {

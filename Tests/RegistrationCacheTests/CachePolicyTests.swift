@@ -27,6 +27,26 @@ import Verbs
     #expect(s.entries == 1 && s.cachedBytes == page && s.registrationsAvoided == 1)
   }
 
+  /// Handles do not retain their entry: one held when its cache goes away
+  /// (without close()) must stay readable and release cleanly, and the
+  /// cache's idle entries are deregistered.
+  @Test func aHandleOutlivesItsCache() throws {
+    let counting = CountingRegistrar()
+    var cache: RegistrationCache? = RegistrationCache(
+      registrar: counting.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    weak var gone = cache
+    let held = try cache!.lookup(address: 0x20_0000, length: page)
+    try cache!.lookup(address: 0x30_0000, length: page).release()
+    let counters = cache!.counters
+    cache = nil
+    #expect(gone == nil)
+    #expect(counters.liveRegistrations.load(ordering: .relaxed) == 1)
+    #expect(held.lkey == 1 && held.address == 0x20_0000 && !held.isCached)
+    held.release()
+    #expect(counters.liveRegistrations.load(ordering: .relaxed) == 0)
+    #expect(counters.deregistrations.load(ordering: .relaxed) == 2)
+  }
+
   @Test func emptyAndWrappingRangesAreErrors() {
     let (cache, counting) = countingCache()
     expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
