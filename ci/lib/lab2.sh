@@ -12,12 +12,31 @@
 #                           wait until it is done; returns 1 if it is not
 #                           within 30 s
 #   lab_gone HOST           true when HOST's VM was killed or died
-# Sets lab_self (a or b), lab_peer, lab_dir.
+#   lab_serve TAG PORT LIMIT OUT CMD...
+#                           runs server CMD here (stdout to OUT, stderr to
+#                           OUT.err, killed after LIMIT s), leaves mark
+#                           TAG.listening once an rdma_cm listener is on PORT
+#                           ("yes", or "no" after 120 s), and waits for CMD to
+#                           end: by itself, or within 30 s of the peer's mark
+#                           TAG.client; sets lab_status (137: killed)
+#   lab_connect TAG LIMIT OUT CMD...
+#                           waits for the peer's TAG.listening, runs client
+#                           CMD (stdout to OUT, stderr to OUT.err, killed
+#                           after LIMIT s), leaves TAG.client holding its exit
+#                           status; sets lab_status (125: no server) and
+#                           lab_seconds (CMD's wall time)
+#   lab_spawn CMD...        runs CMD (a check that prints ok/FAIL lines) in
+#   lab_join                the background; lab_join waits for all of them,
+#                           prints their output in order and adds their FAIL
+#                           lines to $failures
+# Sets lab_self (a or b), lab_peer, lab_dir; sources ci/lib/smoke.sh (ok,
+# fail, listening, ends_within, ...).
 
 lab_self=${UMEM_HOST:?lab2.sh: UMEM_HOST is not set (run under ci/rxe --hosts 2)}
 lab_dir=${UMEM_LAB_DIR:?lab2.sh: UMEM_LAB_DIR is not set (run under ci/rxe --hosts 2)}
 if [ "$lab_self" = a ]; then lab_peer=b; else lab_peer=a; fi
 mkdir -p "$lab_dir/marks"
+. "$(dirname "${BASH_SOURCE[0]}")/smoke.sh"
 
 lab_mark() {
   local file=$lab_dir/marks/$lab_self.$1
@@ -27,8 +46,8 @@ lab_mark() {
 lab_gone() { [ -e "$lab_dir/$1.killed" ] || [ -e "$lab_dir/$1.died" ]; }
 
 lab_wait() {
-  local file=$lab_dir/marks/$lab_peer.$1 limit=${2:-120} i
-  for ((i = 0; i < limit * 10; i++)); do
+  local file=$lab_dir/marks/$lab_peer.$1 limit=${2:-120} i=0
+  while :; do
     if [ -e "$file" ]; then
       cat "$file"
       return 0
@@ -37,7 +56,9 @@ lab_wait() {
       echo "lab2: host $lab_peer is gone (its script ended or its VM died) before its mark '$1'" >&2
       return 1
     fi
+    [ "$i" -lt $((limit * 10)) ] || break
     sleep 0.1
+    i=$((i + 1))
   done
   echo "lab2: host $lab_peer did not leave mark '$1' within ${limit}s" >&2
   return 1
@@ -52,4 +73,60 @@ lab_kill() {
   done
   echo "lab2: the machine did not kill host $1's VM within 30 s" >&2
   return 1
+}
+
+lab_serve() {
+  local tag=$1 port=$2 limit=$3 out=$4
+  shift 4
+  timeout -k 5 "$limit" "$@" >"$out" 2>"$out.err" &
+  local sp=$!
+  if listening "$port" 120; then lab_mark "$tag.listening" yes; else lab_mark "$tag.listening" no; fi
+  lab_status=""
+  while kill -0 "$sp" 2>/dev/null; do
+    if lab_wait "$tag.client" 0 >/dev/null 2>&1; then
+      if ends_within "$sp" 30; then lab_status=$status; else lab_status=137; fi
+      break
+    fi
+    sleep 0.2
+  done
+  if [ -z "$lab_status" ]; then
+    wait "$sp"
+    lab_status=$?
+  fi
+}
+
+lab_connect() {
+  local tag=$1 limit=$2 out=$3
+  shift 3
+  if [ "$(lab_wait "$tag.listening" 120)" != yes ]; then
+    : >"$out"
+    echo "lab2: the server on host $lab_peer never listened ($tag)" >"$out.err"
+    lab_status=125 lab_seconds=0
+  else
+    local t
+    t=$(now)
+    timeout -k 5 "$limit" "$@" >"$out" 2>"$out.err"
+    lab_status=$?
+    lab_seconds=$(awk -v a="$t" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+  fi
+  lab_mark "$tag.client" "$lab_status"
+}
+
+lab_jobs=()
+lab_spawn() {
+  local out
+  out=$(mktemp)
+  "$@" >"$out" 2>&1 &
+  lab_jobs+=("$out")
+}
+
+lab_join() {
+  wait
+  local out
+  for out in "${lab_jobs[@]}"; do
+    cat "$out"
+    failures=$((failures + $(grep -c '^FAIL' "$out")))
+    rm -f "$out"
+  done
+  lab_jobs=()
 }
