@@ -20,7 +20,7 @@
 #                           end: by itself, or within 30 s of the peer's mark
 #                           TAG.client; sets lab_status (137: killed)
 #   lab_connect TAG LIMIT OUT CMD...
-#                           waits for the peer's TAG.listening, runs client
+#                           waits for the peer's TAG.listening (180 s), runs client
 #                           CMD (stdout to OUT, stderr to OUT.err, killed
 #                           after LIMIT s), leaves TAG.client holding its exit
 #                           status; sets lab_status (125: no server) and
@@ -45,8 +45,12 @@ lab_mark() {
 
 lab_gone() { [ -e "$lab_dir/$1.killed" ] || [ -e "$lab_dir/$1.died" ]; }
 
+# Waits are bounded by the clock ($SECONDS), not by counting sleeps: on a
+# loaded machine each round of a polling loop can take far longer than its
+# sleep.
 lab_wait() {
-  local file=$lab_dir/marks/$lab_peer.$1 limit=${2:-120} i=0
+  local file=$lab_dir/marks/$lab_peer.$1 limit=${2:-120}
+  local deadline=$((SECONDS + limit))
   while :; do
     if [ -e "$file" ]; then
       cat "$file"
@@ -56,18 +60,17 @@ lab_wait() {
       echo "lab2: host $lab_peer is gone (its script ended or its VM died) before its mark '$1'" >&2
       return 1
     fi
-    [ "$i" -lt $((limit * 10)) ] || break
+    [ "$SECONDS" -lt "$deadline" ] || break
     sleep 0.1
-    i=$((i + 1))
   done
   echo "lab2: host $lab_peer did not leave mark '$1' within ${limit}s" >&2
   return 1
 }
 
 lab_kill() {
-  local i
+  local deadline=$((SECONDS + 30))
   : >"$lab_dir/kill-$1"
-  for ((i = 0; i < 300; i++)); do
+  while [ "$SECONDS" -lt "$deadline" ]; do
     [ -e "$lab_dir/$1.killed" ] && return 0
     sleep 0.1
   done
@@ -84,7 +87,9 @@ lab_serve() {
   lab_status=""
   while kill -0 "$sp" 2>/dev/null; do
     if lab_wait "$tag.client" 0 >/dev/null 2>&1; then
-      if ends_within "$sp" 30; then lab_status=$status; else lab_status=137; fi
+      # SIGTERM goes to timeout, which passes it on to the server (a SIGKILL
+      # would leave the server running without it).
+      if ends_within_term "$sp" 30; then lab_status=$status; else lab_status=137; fi
       break
     fi
     sleep 0.2
@@ -95,10 +100,32 @@ lab_serve() {
   fi
 }
 
+# ends_within_term PID SECONDS: like ends_within, but asks PID (a timeout
+# process) to stop with SIGTERM first, and kills its children only if that
+# does not work within 5 s.
+ends_within_term() {
+  ends_within_quietly "$1" "$2" && return 0
+  kill -TERM "$1" 2>/dev/null
+  ends_within_quietly "$1" 5 && { status=137; return 1; }
+  pkill -KILL -P "$1" 2>/dev/null
+  kill -KILL "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+  status=137
+  return 1
+}
+ends_within_quietly() {
+  local deadline=$((SECONDS + $2))
+  while :; do
+    kill -0 "$1" 2>/dev/null || { wait "$1"; status=$?; return 0; }
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
 lab_connect() {
   local tag=$1 limit=$2 out=$3
   shift 3
-  if [ "$(lab_wait "$tag.listening" 120)" != yes ]; then
+  if [ "$(lab_wait "$tag.listening" 180)" != yes ]; then
     : >"$out"
     echo "lab2: the server on host $lab_peer never listened ($tag)" >"$out.err"
     lab_status=125 lab_seconds=0

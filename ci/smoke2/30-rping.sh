@@ -6,14 +6,14 @@
 # B with Swift client on A. Each host checks its own side (exit status and
 # one -v line per ping) and prints one line per run. The three pairs of one
 # size run at the same time (on their own ports).
-# Environment: UMEM_LAB2_RPING_COUNT (pings per run, default 20), UMEM_BIN
+# Environment: UMEM_LAB2_RPING_COUNT (pings per run, default 10), UMEM_BIN
 # (folder with the Swift rping, default $UMEM_SCRATCH/debug).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 125
 . ci/lib/lab2.sh
 swift_rping=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rping
 c_rping=$(command -v rping || echo /usr/bin/rping)
-count=${UMEM_LAB2_RPING_COUNT:-20}
+count=${UMEM_LAB2_RPING_COUNT:-10}
 logs=$(mktemp -d)
 run=0
 

@@ -6,14 +6,13 @@
 # measures). rdma-perf: all four tests at 64 B, 4 KiB and 64 KiB, checked
 # through its JSON report (12 results, sane figures, both sides' plans).
 # perftest over rdma_cm (-R): ib_write_bw, ib_read_bw, ib_send_bw,
-# ib_write_lat and ib_read_lat at 4 KiB, all at once, each checked for a
-# result line.
-# Environment: UMEM_LAB2_PERF_ITERATIONS (default 50), UMEM_BIN.
+# ib_write_lat and ib_read_lat at 4 KiB, each checked for a result line.
+# Environment: UMEM_LAB2_PERF_ITERATIONS (default 20), UMEM_BIN.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 125
 . ci/lib/lab2.sh
 perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
-iters=${UMEM_LAB2_PERF_ITERATIONS:-50}
+iters=${UMEM_LAB2_PERF_ITERATIONS:-20}
 logs=$(mktemp -d)
 
 # 1. rdma-perf, all tests at three sizes.
@@ -52,15 +51,28 @@ PY
   fi
 fi
 
-# 2. perftest over rdma_cm, the same wire, all five at once (own ports).
+# 2. perftest over rdma_cm, the same wire, one tool at a time (a perftest
+#    server busy-polls; five at once starve a 1-vCPU VM). On a loaded machine
+#    perftest's server can be too slow to accept before the client's CM gives
+#    up (REJECTED after ~25 s); such a run is tried once more, and says so.
 perftest_pair() {
-  local tool=$1 port=$2
+  local tool=$1 port=$2 tag=$1.$2
   if [ "$lab_self" = a ]; then
-    lab_serve "$tool" "$port" 150 "$logs/$tool.s" "$tool" -R -F -d rxe0 -p "$port" -n "$iters" -s 4096
+    lab_serve "$tag" "$port" 150 "$logs/$tool.s" "$tool" -R -F -d rxe0 -p "$port" -n "$iters" -s 4096
+    if [ "$(lab_wait "$tag.retry" 60)" = yes ]; then
+      echo "note $tool server on A: exit $lab_status; the client was REJECTED, trying once more"
+      return 2
+    fi
     if [ "$lab_status" -eq 0 ]; then ok "$tool server on A: exit 0"
     else fail "$tool server on A: exit $lab_status"; show "$logs/$tool.s"; show "$logs/$tool.s.err"; fi
   else
-    lab_connect "$tool" 90 "$logs/$tool.c" "$tool" -R -F -d rxe0 -p "$port" -n "$iters" -s 4096 "$UMEM_PEER_ADDR"
+    lab_connect "$tag" 90 "$logs/$tool.c" "$tool" -R -F -d rxe0 -p "$port" -n "$iters" -s 4096 "$UMEM_PEER_ADDR"
+    if [ "$lab_status" -ne 0 ] && [ "$port" -lt 7590 ] && grep -q RDMA_CM_EVENT_REJECTED "$logs/$tool.c"; then
+      lab_mark "$tag.retry" yes
+      echo "note $tool client on B: REJECTED after ${lab_seconds}s (exit $lab_status), trying once more"
+      return 2
+    fi
+    lab_mark "$tag.retry" no
     local line
     line=$(awk 'f && $1 ~ /^[0-9]+$/ { print; exit } /#bytes/ { f = 1 }' "$logs/$tool.c" | tr -s ' \t' ' ')
     if [ "$lab_status" -eq 0 ] && [ -n "$line" ]; then ok "$tool client on B, 4 KiB: exit 0 after ${lab_seconds}s, result:$line"
@@ -69,9 +81,9 @@ perftest_pair() {
 }
 port=7490
 for tool in ib_write_bw ib_read_bw ib_send_bw ib_write_lat ib_read_lat; do
-  lab_spawn perftest_pair "$tool" $((port += 1))
+  port=$((port + 1))
+  perftest_pair "$tool" "$port" || perftest_pair "$tool" $((port + 100))
 done
-lab_join
 
 rm -rf "$logs"
 echo "40-rdma-perf (host $lab_self): $failures failure(s)"

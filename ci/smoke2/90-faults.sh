@@ -27,12 +27,12 @@ logs=$(mktemp -d)
 # count_at_least N LIMIT CMD...: waits (up to LIMIT s) until CMD prints a
 # number >= N; returns 1 if it never does.
 count_at_least() {
-  local want=$1 limit=$2 i n
+  local want=$1 deadline=$((SECONDS + $2)) n
   shift 2
-  for ((i = 0; i < limit * 10; i++)); do
+  while [ "$SECONDS" -lt "$deadline" ]; do
     n=$("$@" 2>/dev/null)
     [ "${n:-0}" -ge "$want" ] && return 0
-    sleep 0.1
+    sleep 0.2
   done
   return 1
 }
@@ -85,22 +85,24 @@ count_at_least 1 120 perf_qp \
   || { in_middle=no; fail "A's rdma-perf client never connected"; show "$logs/perf"; }
 pings=$(grep -c '^ping data: rdma-ping-' "$logs/rclient")
 
+# Timed from the kill request (so a slow machine's delays count against us).
+t=$EPOCHREALTIME
 if ! lab_kill b; then
   fail "host B's VM could not be killed"
   lab_mark fault.end "kill failed"
   kill -9 "$rcp" "$pcp" "$ccp" "$psp" 2>/dev/null
   exit 1
 fi
-t=$(now)
 
 # The clients must end by themselves: the Swift ones within 10 s of the kill.
+# (Bounded by the clock; the end times use bash's own clock, no forks.)
 wait_s=${UMEM_LAB2_FAULT_WAIT:-60}
+deadline=$((SECONDS + wait_s))
 declare -A ended=()
-for ((i = 0; i < wait_s * 10; i++)); do
+while [ "${#ended[@]}" -lt 3 ] && [ "$SECONDS" -lt "$deadline" ]; do
   for pid in "$rcp" "$pcp" "$ccp"; do
-    if [ -z "${ended[$pid]:-}" ] && ! kill -0 "$pid" 2>/dev/null; then ended[$pid]=$(since "$t"); fi
+    if [ -z "${ended[$pid]:-}" ] && ! kill -0 "$pid" 2>/dev/null; then ended[$pid]=$EPOCHREALTIME; fi
   done
-  [ "${#ended[@]}" -lt 3 ] || break
   sleep 0.1
 done
 for job in "Swift rping client:$rcp:$logs/rclient:10" "rdma-perf client:$pcp:$logs/perf:10" \
@@ -109,14 +111,18 @@ for job in "Swift rping client:$rcp:$logs/rclient:10" "rdma-perf client:$pcp:$lo
   if [ -z "${ended[$pid]:-}" ]; then
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    fail "$what on A still running ${wait_s} s after host B died"
-    show "$log"
+    if [ -z "$limit" ]; then
+      echo "info $what on A: still running ${wait_s} s after host B's death"
+    else
+      fail "$what on A still running ${wait_s} s after host B died"
+      show "$log"
+    fi
     continue
   fi
   wait "$pid"
   st=$?
   message=$(grep -v 'ping data' "$log" | grep -m1 -i 'error\|status\|rping:\|rdma-perf\|event' | cut -c1-200)
-  took=${ended[$pid]}
+  took=$(awk -v a="$t" -v b="${ended[$pid]}" 'BEGIN { printf "%.1f", b - a }')
   if [ -z "$limit" ]; then
     echo "info $what on A: exit $st ${took}s after host B's death: $message"
   elif [ "$st" -ne 0 ] && [ -n "$message" ] && awk -v t="$took" -v l="$limit" 'BEGIN { exit !(t <= l) }'; then
