@@ -7,12 +7,12 @@
 # through its JSON report (12 results, sane figures, both sides' plans).
 # perftest over rdma_cm (-R): ib_write_bw, ib_read_bw, ib_send_bw,
 # ib_write_lat and ib_read_lat at 4 KiB, each checked for a result line.
-# Environment: UMEM_LAB2_PERF_ITERATIONS (default 20), UMEM_BIN.
+# Environment: UMEM_LAB2_PERF_ITERATIONS (default 50), UMEM_BIN.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 125
 . ci/lib/lab2.sh
 perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
-iters=${UMEM_LAB2_PERF_ITERATIONS:-20}
+iters=${UMEM_LAB2_PERF_ITERATIONS:-50}
 logs=$(mktemp -d)
 
 # 1. rdma-perf, all tests at three sizes.
@@ -21,9 +21,11 @@ if [ "$lab_self" = a ]; then
   if [ "$lab_status" -eq 0 ]; then ok "rdma-perf server on A: exit 0"
   else fail "rdma-perf server on A: exit $lab_status"; show "$logs/s1.err"; fi
 else
-  lab_connect perf.1 240 "$logs/c1" "$perf" client -a "$UMEM_PEER_ADDR" -p 7480 \
-    --iterations "$iters" --json
-  check=$(python3 - "$logs/c1" "$iters" <<'PY' 2>"$logs/check.err"
+  # Text lines as each run ends (line-buffered, so a hang shows where), the
+  # JSON report in a file.
+  lab_connect perf.1 240 "$logs/c1" stdbuf -oL "$perf" client -a "$UMEM_PEER_ADDR" -p 7480 \
+    --iterations "$iters" --output "$logs/c1.json"
+  check=$(python3 - "$logs/c1.json" "$iters" <<'PY' 2>"$logs/check.err"
 import json, sys
 r = json.load(open(sys.argv[1]))
 res = r["results"]
@@ -45,7 +47,8 @@ PY
   if [ "$lab_status" -eq 0 ] && [ -n "$check" ]; then
     ok "rdma-perf client on B, all tests at 64 B, 4 KiB, 64 KiB: exit 0 after ${lab_seconds}s, $check"
   else
-    fail "rdma-perf client on B: exit $lab_status"
+    fail "rdma-perf client on B: exit $lab_status after ${lab_seconds}s; runs that ended:"
+    sed 's/^/     | /' "$logs/c1"
     show "$logs/c1.err"
     show "$logs/check.err"
   fi
