@@ -110,7 +110,9 @@ extension ConnectionID {
   /// up to `maximum` of them. Sleeps in `poll(2)` on both the queue's
   /// completion channel and this id's event channel, so a peer that goes
   /// away ends the wait with ``CMError/Code/disconnected`` (or the event that
-  /// said so) instead of a hang. Returns an empty array when `timeout` passes.
+  /// said so) instead of a hang. Completions that arrived before such an
+  /// event are returned first; the event ends the following call. Returns an
+  /// empty array when `timeout` passes.
   ///
   /// The C functions are `ibv_poll_cq`, `ibv_req_notify_cq`,
   /// `ibv_get_cq_event`, `ibv_ack_cq_events` and `rdma_get_cm_event`.
@@ -142,14 +144,28 @@ extension ConnectionID {
           .other, operation: "poll", errno: errno,
           message: "waiting for completions and events failed")
       }
-      if descriptors[1].revents != 0, let event = try takeEvent(),
-        let failure = event.kind.failure
-      {
-        throw CMError(
-          failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
-          message: ConnectionID.explain(event, peer: peerAddress))
+      // Completions first: when the queue's channel is readable, take its
+      // events and drain the queue on the next turn, leaving any
+      // connection event queued until the completions are out.
+      if descriptors[0].revents != 0 {
+        core.acknowledgeEvents()
+        continue
       }
-      if descriptors[0].revents != 0 { core.acknowledgeEvents() }
+      if descriptors[1].revents != 0 {
+        // A connection event waits. Completions that arrived before it (a
+        // peer's last SEND, then its disconnect) are delivered first; the
+        // event stays queued and ends the next call.
+        do throws(VerbsError) {
+          if try core.drainOrArm(maximum: maximum, { found.append($0) }) > 0 { return found }
+        } catch {
+          throw CMError(error)
+        }
+        if let event = try takeEvent(), let failure = event.kind.failure {
+          throw CMError(
+            failure, operation: "ibv_poll_cq", event: event.kind, status: event.status,
+            message: ConnectionID.explain(event, peer: peerAddress))
+        }
+      }
     }
   }
 

@@ -36,13 +36,16 @@ struct PhyrListTests {
     #expect(throws: PhyrError.rangeOverflow(Phyr(address: UInt64.max, length: 2))) {
       try list.append(address: UInt64.max, length: 2)
     }
+    // A refused append leaves the list as it was.
+    #expect(list == before)
     try list.append(address: 0, length: UInt64.max - 0x1000)
+    let full = list
     #expect(throws: PhyrError.totalLengthOverflow) {
       try list.append(address: 0x10_0000, length: 0x1001)
     }
+    #expect(list == full)
     #expect(list.count == 2)
-    list = before
-    #expect(list.totalLength == 0x1000)
+    #expect(list.totalLength == UInt64.max)
   }
 
   @Test("millions of runs spread over chunks; indexing and iteration agree")

@@ -13,6 +13,8 @@ import Verbs
 @Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
 struct RDMACMOnDevice {
   static let host = ProcessInfo.processInfo.environment["UMEM_RXE_ADDR"] ?? "198.18.0.1"
+  /// The lab's IPv6 address on the same netdev (ci/lib/guest-rxe.sh).
+  static let host6 = ProcessInfo.processInfo.environment["UMEM_RXE_ADDR6"] ?? "fd00:198:18::1"
 
   /// librdmacm opens every device on first use and keeps it open, so the
   /// first resolution in a process adds descriptors that are not leaks.
@@ -41,16 +43,57 @@ struct RDMACMOnDevice {
     try expectNoLeaks("two listeners") { try bindTwice() }
   }
 
-  @Test func connectAcceptSendAndDisconnect() throws {
+  @Test(arguments: [(host, UInt16(7505)), (host6, UInt16(7508))])
+  func connectAcceptSendAndDisconnect(host: String, port: UInt16) throws {
     try warmUp()
-    let port: UInt16 = 7505
     let server = ServerThread()
-    try expectNoLeaks("a connection with one SEND, both sides") {
-      try connectBothSides(server, port: port)
+    try expectNoLeaks("a connection with one SEND over \(host), both sides") {
+      try connectBothSides(server, host: host, port: port)
     }
     #expect(server.failure == nil, "\(server.failure ?? "")")
     #expect(server.received == Array("hello, rping".utf8))
     #expect(server.sawDisconnect)
+  }
+
+  /// A listener that turns a request down: the client's connect fails with
+  /// the REJECTED event carrying the consumer's reason (28), not the "nothing
+  /// listening" one (8), and neither side keeps anything.
+  @Test func rejectedRequestIsTypedOnTheClient() throws {
+    try warmUp()
+    try expectNoLeaks("a rejected request, both sides") {
+      let rejecter = Rejecter()
+      Thread.detachNewThread { rejecter.run(host: Self.host, port: 7506) }
+      #expect(rejecter.ready.wait(timeout: .now() + .seconds(40)) == .success)
+      let id = try ConnectionID()
+      try id.resolveAddress(SocketAddress(host: Self.host, port: 7506))
+      try id.resolveRoute()
+      let pd = try id.allocateProtectionDomain()
+      let cq = try id.createCompletionQueue(entries: 4)
+      _ = try id.createQueuePair(pd: pd, completions: cq)
+      do {
+        try id.connect(timeout: .seconds(20))
+        Issue.record("connected although the listener rejects")
+      } catch let error as CMError {
+        #expect(error.code == .rejected, "\(error)")
+        #expect(error.event == .rejected)
+        #expect(error.status == 28, "\(error)")
+        #expect(!error.description.contains("nothing is listening"), "\(error)")
+      }
+      let finished = rejecter.done.wait(timeout: .now() + .seconds(40)) == .success
+      #expect(finished)
+      #expect(rejecter.failure == nil, "\(rejecter.failure ?? "")")
+    }
+  }
+
+  /// `ConnectionID.destroy`: the kernel's connection id goes at once.
+  @Test func destroyReleasesTheIDAtOnce() throws {
+    try warmUp()
+    let before = ResourceSnapshot.countOwn("cm_id")
+    let id = try ConnectionID()
+    try id.resolveAddress(SocketAddress(host: Self.host, port: 7507))
+    #expect(ResourceSnapshot.countOwn("cm_id") == before + 1)
+    try id.destroy()
+    #expect(ResourceSnapshot.countOwn("cm_id") == before)
   }
 
   func resolve() throws {
@@ -126,19 +169,19 @@ struct RDMACMOnDevice {
     #expect(refused?.errno == EADDRINUSE, "\(String(describing: refused))")
   }
 
-  func connectBothSides(_ server: ServerThread, port: UInt16) throws {
-    Thread.detachNewThread { server.run(host: Self.host, port: port) }
+  func connectBothSides(_ server: ServerThread, host: String, port: UInt16) throws {
+    Thread.detachNewThread { server.run(host: host, port: port) }
     let deadline = DispatchTime.now() + DispatchTimeInterval.seconds(40)
     let started: Bool = server.ready.wait(timeout: deadline) == DispatchTimeoutResult.success
     #expect(started)
-    try client(port: port)
+    try client(host: host, port: port)
     let finished: Bool = server.done.wait(timeout: deadline) == DispatchTimeoutResult.success
     #expect(finished)
   }
 
-  func client(port: UInt16) throws {
+  func client(host: String, port: UInt16) throws {
     let id = try ConnectionID()
-    try id.resolveAddress(SocketAddress(host: Self.host, port: port))
+    try id.resolveAddress(SocketAddress(host: host, port: port))
     try id.resolveRoute()
     let pd = try id.allocateProtectionDomain()
     let cq = try id.createCompletionQueue(entries: 8)
@@ -158,7 +201,34 @@ struct RDMACMOnDevice {
   }
 }
 
-/// The accepting side of ``RDMACMOnDevice/connectAcceptSendAndDisconnect()``,
+/// The listening side of ``RDMACMOnDevice/rejectedRequestIsTypedOnTheClient()``:
+/// takes one request and rejects it with `rdma_reject`.
+final class Rejecter: @unchecked Sendable {
+  let ready = DispatchSemaphore(value: 0)
+  let done = DispatchSemaphore(value: 0)
+  var failure: String?
+
+  func run(host: String, port: UInt16) {
+    defer { done.signal() }
+    do {
+      let listener = try ConnectionID()
+      try listener.bind(SocketAddress(host: host, port: port))
+      try listener.listen()
+      ready.signal()
+      guard let request = try listener.nextRequest(timeout: .seconds(20)) else {
+        failure = "no connection request within 20 s"
+        return
+      }
+      try request.reject(privateData: [1, 2, 3])
+      try request.destroy()
+    } catch {
+      failure = "\(error)"
+      ready.signal()
+    }
+  }
+}
+
+/// The accepting side of ``RDMACMOnDevice/connectAcceptSendAndDisconnect(host:port:)``,
 /// on its own thread because connect and accept each wait for the other.
 final class ServerThread: @unchecked Sendable {
   let ready = DispatchSemaphore(value: 0)

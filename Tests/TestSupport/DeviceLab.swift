@@ -16,7 +16,8 @@ public enum DeviceLab {
   public static func open() throws -> DeviceContext { try DeviceContext.open(name: deviceName) }
 }
 
-/// Pinned memory, open descriptors, and this process's MRs and PDs as the
+/// Pinned memory, open descriptors, and this process's MRs, PDs, QPs, CQs and
+/// rdma_cm ids as the
 /// kernel's RDMA resource tracker sees them (`rdma resource show`).
 public struct ResourceSnapshot: Equatable, CustomStringConvertible {
   public var pinnedBytes: UInt64
@@ -26,6 +27,8 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
   public var protectionDomains: Int
   public var queuePairs: Int
   public var completionQueues: Int
+  /// rdma_cm ids (listening, connecting or connected).
+  public var connectionIDs: Int
 
   public static func take() -> ResourceSnapshot {
     let lock = MemoryLockStatus.current()
@@ -33,7 +36,8 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
     return ResourceSnapshot(
       pinnedBytes: lock.pinnedBytes, lockedBytes: lock.lockedBytes, openDescriptors: fds,
       memoryRegions: countOwn("mr"), protectionDomains: countOwn("pd"),
-      queuePairs: countOwn("qp"), completionQueues: countOwn("cq"))
+      queuePairs: countOwn("qp"), completionQueues: countOwn("cq"),
+      connectionIDs: countOwn("cm_id"))
   }
 
   /// User-space entries (those with a `pid`) of `rdma resource show KIND`.
@@ -65,11 +69,12 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
   public var description: String {
     "VmPin \(pinnedBytes) B, VmLck \(lockedBytes) B, \(openDescriptors) fds, "
       + "\(memoryRegions) MRs, \(protectionDomains) PDs, \(queuePairs) QPs, "
-      + "\(completionQueues) CQs"
+      + "\(completionQueues) CQs, \(connectionIDs) cm ids"
   }
 }
 
-/// Runs `body` and checks that it left no pin, MR, PD or descriptor behind.
+/// Runs `body` and checks that it left no pin, MR, PD, QP, CQ, cm id or
+/// descriptor behind.
 public func expectNoLeaks(
   _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) rethrows {

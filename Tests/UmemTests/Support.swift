@@ -91,6 +91,11 @@ func withHugetlbPages<R>(
   guard let before = HugetlbPool(pageSize: pageSize).total else {
     return .failure(HugetlbUnavailable(reason: "no hugetlbfs pool of \(pageSize >> 20) MiB"))
   }
+  // Pages reserved already (the lab reserves them at boot, when memory is
+  // not yet fragmented) are used as they are.
+  if let free = HugetlbPool(pageSize: pageSize).free, free >= count {
+    return .success(try body())
+  }
   func write(_ value: Int) -> Bool {
     guard let handle = FileHandle(forWritingAtPath: path) else { return false }
     defer { try? handle.close() }
@@ -108,6 +113,59 @@ func withHugetlbPages<R>(
           + "(\(now.free ?? 0) free): memory too fragmented"))
   }
   return .success(try body())
+}
+
+/// The hugetlb backings, pinned and planned: host tests run them where the
+/// pages can be had, device tests in the lab (which reserves them at boot).
+enum HugetlbCases {
+  /// Four 2 MiB pages: 2 MiB runs, hugetlb backing, a 2 MiB plan of 4 blocks.
+  static func twoMegabytePages() throws -> Result<Void, HugetlbUnavailable> {
+    try withHugetlbPages(pageSize: 2 << 20, count: 4) {
+      let buffer = try UmemBuffer(byteCount: 8 << 20, backing: .hugetlb2M)
+      let umem = try Umem(pinning: buffer)
+      #expect(try buffer.obtained().kernelPageSize == 2 << 20)
+      let layout = try umem.resolve()
+      TestPagemap.check(layout)
+      for run in layout.phyrs! { #expect(run.length % (2 << 20) == 0, "\(run)") }
+      let backing = try umem.backing()
+      #expect(backing.ranges.allSatisfy { $0.kind == .hugetlb && $0.pageSize == 2 << 20 })
+      let plan = try layout.plan(
+        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
+      #expect(plan.pageSize == 2 << 20)
+      #expect(plan.blockCount == 4)
+    }
+  }
+
+  /// One 1 GiB page: one aligned run and a single 1 GiB block.
+  static func oneGigabytePage() throws -> Result<Void, HugetlbUnavailable> {
+    try withHugetlbPages(pageSize: 1 << 30, count: 1) {
+      let buffer = try UmemBuffer(byteCount: 1 << 30, backing: .hugetlb1G)
+      let umem = try Umem(pinning: buffer)
+      #expect(try buffer.obtained().kernelPageSize == 1 << 30)
+      let layout = try umem.resolve()
+      #expect(layout.phyrs?.count == 1)
+      #expect(layout.phyrs?.first?.address.isMultiple(of: 1 << 30) == true)
+      let plan = try layout.plan(
+        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
+      #expect(plan.pageSize == 1 << 30)
+      #expect(plan.blockCount == 1)
+    }
+  }
+}
+
+/// A case that needs huge pages: in the lab (which reserves them at boot) their
+/// absence is a failure; elsewhere the test is skipped (cancelled, which CI
+/// counts as skipped) with the reason, never passed silently.
+func requireOrSkip<R>(
+  _ outcome: Result<R, HugetlbUnavailable>, _ what: String,
+  sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+  guard case .failure(let why) = outcome else { return }
+  if DeviceLab.required {
+    Issue.record("\(what) pages are unavailable in the lab: \(why)", sourceLocation: sourceLocation)
+  } else {
+    try Test.cancel("\(what) pages unavailable here: \(why)", sourceLocation: sourceLocation)
+  }
 }
 
 struct HugetlbUnavailable: Error, CustomStringConvertible {

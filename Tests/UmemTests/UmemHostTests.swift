@@ -53,37 +53,11 @@ struct UmemHostTests {
   }
 
   @Test func hugetlbTwoMegabytePages() throws {
-    let outcome = try withHugetlbPages(pageSize: 2 << 20, count: 4) {
-      let buffer = try UmemBuffer(byteCount: 8 << 20, backing: .hugetlb2M)
-      let umem = try Umem(pinning: buffer)
-      #expect(try buffer.obtained().kernelPageSize == 2 << 20)
-      let layout = try umem.resolve()
-      TestPagemap.check(layout)
-      for run in layout.phyrs! { #expect(run.length % (2 << 20) == 0, "\(run)") }
-      let backing = try umem.backing()
-      #expect(backing.ranges.allSatisfy { $0.kind == .hugetlb && $0.pageSize == 2 << 20 })
-      let plan = try layout.plan(
-        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
-      #expect(plan.pageSize == 2 << 20)
-      #expect(plan.blockCount == 4)
-    }
-    if case .failure(let why) = outcome { print("hugetlb 2M case skipped: \(why)") }
+    try requireOrSkip(try HugetlbCases.twoMegabytePages(), "hugetlb 2M")
   }
 
   @Test func hugetlbOneGigabytePage() throws {
-    let outcome = try withHugetlbPages(pageSize: 1 << 30, count: 1) {
-      let buffer = try UmemBuffer(byteCount: 1 << 30, backing: .hugetlb1G)
-      let umem = try Umem(pinning: buffer)
-      #expect(try buffer.obtained().kernelPageSize == 1 << 30)
-      let layout = try umem.resolve()
-      #expect(layout.phyrs?.count == 1)
-      #expect(layout.phyrs?.first?.address.isMultiple(of: 1 << 30) == true)
-      let plan = try layout.plan(
-        pageSizes: PageSizes(rawValue: 0x4020_1000), iova: .keep(umem.address))
-      #expect(plan.pageSize == 1 << 30)
-      #expect(plan.blockCount == 1)
-    }
-    if case .failure(let why) = outcome { print("hugetlb 1G case skipped: \(why)") }
+    try requireOrSkip(try HugetlbCases.oneGigabytePage(), "hugetlb 1G")
   }
 
   @Test func noReservedHugePagesIsAClearError() throws {

@@ -102,36 +102,38 @@ struct VerbsOnDevice {
   /// is read from buffer + 0x133. Wrong IOVA handling fails the transfers.
   @Test func movesDataAtAChosenIOVA() throws {
     let context = try DeviceLab.open()
-    let pd = try context.allocateProtectionDomain()
-    let cq = try context.createCompletionQueue(entries: 16)
-    let a = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
-    let b = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
-    try a.connectLoopback(with: b)
-    let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead]
-    let buffer = try PageAlignedBuffer(byteCount: 3 * 4096)
-    let mr = try pd.register(buffer, access: all, iova: 0x10_0000_0000)
-    #expect(mr.remote.address == 0x10_0000_0000)
-    let source = try PageAlignedBuffer(byteCount: 8192)
-    let sourceRegion = try pd.register(source, access: all)
-    let pattern = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
-    try source.copy(from: pattern)
-    try a.postSend(
-      .write(to: try mr.remote.advanced(by: 4096)),
-      try sourceRegion.scatterGather(count: pattern.count), id: 1)
-    try cq.wait(for: 1)[0].checkSuccess()
-    #expect(try buffer.load(4096..<(4096 + pattern.count)) == pattern)
-    #expect(try buffer.load(0..<4096).allSatisfy { $0 == 0 })
-    // An unaligned interior registration keeps its page offset in the IOVA:
-    // SEND 100 bytes from IOVA 0x5133, which is buffer + 0x133.
-    let inner = try pd.unsafeRegister(
-      UnsafeMutableRawBufferPointer(start: buffer.baseAddress + 0x123, count: 5000),
-      access: .localWrite, iova: 0x5123)
-    try buffer.copy(from: pattern.prefix(100), at: 0x133)
-    try b.postReceive(try sourceRegion.scatterGather(offset: 4096, count: 4096), id: 2)
-    try a.postSend(.send, try inner.scatterGather(offset: 0x10, count: 100), id: 3)
-    let done = try cq.wait(for: 2)
-    for completion in done { try completion.checkSuccess() }
-    #expect(try source.load(4096..<4196) == Array(pattern.prefix(100)))
+    try expectNoLeaks("data at a chosen IOVA") {
+      let pd = try context.allocateProtectionDomain()
+      let cq = try context.createCompletionQueue(entries: 16)
+      let a = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+      let b = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+      try a.connectLoopback(with: b)
+      let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead]
+      let buffer = try PageAlignedBuffer(byteCount: 3 * 4096)
+      let mr = try pd.register(buffer, access: all, iova: 0x10_0000_0000)
+      #expect(mr.remote.address == 0x10_0000_0000)
+      let source = try PageAlignedBuffer(byteCount: 8192)
+      let sourceRegion = try pd.register(source, access: all)
+      let pattern = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+      try source.copy(from: pattern)
+      try a.postSend(
+        .write(to: try mr.remote.advanced(by: 4096)),
+        try sourceRegion.scatterGather(count: pattern.count), id: 1)
+      try cq.wait(for: 1)[0].checkSuccess()
+      #expect(try buffer.load(4096..<(4096 + pattern.count)) == pattern)
+      #expect(try buffer.load(0..<4096).allSatisfy { $0 == 0 })
+      // An unaligned interior registration keeps its page offset in the IOVA:
+      // SEND 100 bytes from IOVA 0x5133, which is buffer + 0x133.
+      let inner = try pd.unsafeRegister(
+        UnsafeMutableRawBufferPointer(start: buffer.baseAddress + 0x123, count: 5000),
+        access: .localWrite, iova: 0x5123)
+      try buffer.copy(from: pattern.prefix(100), at: 0x133)
+      try b.postReceive(try sourceRegion.scatterGather(offset: 4096, count: 4096), id: 2)
+      try a.postSend(.send, try inner.scatterGather(offset: 0x10, count: 100), id: 3)
+      let done = try cq.wait(for: 2)
+      for completion in done { try completion.checkSuccess() }
+      #expect(try source.load(4096..<4196) == Array(pattern.prefix(100)))
+    }
   }
 
   @Test func dropReleasesEverything() throws {
@@ -145,53 +147,29 @@ struct VerbsOnDevice {
   }
 
   // MARK: - Bad input: typed errors, nothing left behind
+  // (Access, zero-length, overflow and IOVA-offset refusals are raised by our
+  // own checks before any call into the kernel: VerbsHostTests covers them.)
 
-  @Test func remoteWriteWithoutLocalWrite() throws {
+  /// ODP as the device offers it: where it does not (rxe before Linux 6.15),
+  /// a typed EOPNOTSUPP that says so; where it does, a registration that
+  /// pins nothing.
+  @Test func onDemandFollowsTheDevice() throws {
     let context = try DeviceLab.open()
+    let supported = try context.attributes().onDemandPaging.supported
     try context.withProtectionDomain { pd in
-      let buffer = try PageAlignedBuffer(byteCount: 4096)
-      expectNoLeaks("rejected access") {
-        expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(buffer, access: [.remoteWrite])
+      let buffer = try PageAlignedBuffer(byteCount: 1 << 20)
+      try expectNoLeaks("ODP") {
+        if supported {
+          let pinnedBefore = ProcessStatus.current().pinnedBytes
+          let mr = try pd.register(buffer, access: [.localWrite, .onDemand])
+          #expect(mr.access.contains(.onDemand))
+          #expect(ProcessStatus.current().pinnedBytes == pinnedBefore)
+        } else {
+          let error = expectVerbsError(.notSupported, operation: "ibv_reg_mr", errno: EOPNOTSUPP) {
+            _ = try pd.register(buffer, access: [.localWrite, .onDemand])
+          }
+          #expect(error?.message.contains("not supported by this device") == true)
         }
-        expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(buffer, access: [.remoteAtomic, .remoteRead])
-        }
-      }
-    }
-  }
-
-  @Test func zeroLengthOverflowAndIOVAOffset() throws {
-    let context = try DeviceLab.open()
-    try context.withProtectionDomain { pd in
-      let buffer = try PageAlignedBuffer(byteCount: 8192)
-      expectNoLeaks("rejected ranges") {
-        expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.unsafeRegister(
-            UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: 0))
-        }
-        expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.unsafeRegister(
-            UnsafeMutableRawBufferPointer(
-              start: UnsafeMutableRawPointer(bitPattern: UInt.max - 4095)!, count: 8192))
-        }
-        expectVerbsError(.invalidArgument, operation: "ibv_reg_mr", errno: EINVAL) {
-          _ = try pd.register(buffer, iova: buffer.address + 0x800)
-        }
-      }
-    }
-  }
-
-  @Test func onDemandIsReportedAsNotSupported() throws {
-    let context = try DeviceLab.open()
-    guard try !context.attributes().onDemandPaging.supported else { return }
-    try context.withProtectionDomain { pd in
-      let buffer = try PageAlignedBuffer(byteCount: 4096)
-      expectNoLeaks("ODP") {
-        let error = expectVerbsError(.notSupported, operation: "ibv_reg_mr", errno: EOPNOTSUPP) {
-          _ = try pd.register(buffer, access: [.localWrite, .onDemand])
-        }
-        #expect(error?.message.contains("not supported by this device") == true)
       }
     }
   }
@@ -255,83 +233,85 @@ struct VerbsOnDevice {
 
   @Test func sendWriteReadAndAtomicsBetweenTwoQueuePairs() throws {
     let context = try DeviceLab.open()
-    let pd = try context.allocateProtectionDomain()
-    let cqA = try context.createCompletionQueue(entries: 64)
-    let cqB = try context.createCompletionQueue(entries: 64)
-    let a = try pd.createQueuePair(sendCompletions: cqA, receiveCompletions: cqA)
-    let b = try pd.createQueuePair(sendCompletions: cqB, receiveCompletions: cqB)
-    try a.connectLoopback(with: b)
+    try expectNoLeaks("send, write, read and atomics") {
+      let pd = try context.allocateProtectionDomain()
+      let cqA = try context.createCompletionQueue(entries: 64)
+      let cqB = try context.createCompletionQueue(entries: 64)
+      let a = try pd.createQueuePair(sendCompletions: cqA, receiveCompletions: cqA)
+      let b = try pd.createQueuePair(sendCompletions: cqB, receiveCompletions: cqB)
+      try a.connectLoopback(with: b)
 
-    let size = 128 << 10
-    let bufferA = try PageAlignedBuffer(byteCount: size)
-    let bufferB = try PageAlignedBuffer(byteCount: size)
-    let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
-    let mrA = try pd.register(bufferA, access: all)
-    let mrB = try pd.register(bufferB, access: all, iova: 0x7000_0000_0000)
+      let size = 128 << 10
+      let bufferA = try PageAlignedBuffer(byteCount: size)
+      let bufferB = try PageAlignedBuffer(byteCount: size)
+      let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
+      let mrA = try pd.register(bufferA, access: all)
+      let mrB = try pd.register(bufferB, access: all, iova: 0x7000_0000_0000)
 
-    // SEND/RECV.
-    let message = Array("hello from A through a registered buffer".utf8)
-    try bufferA.copy(from: message)
-    try b.postReceive(mrB.scatterGather(offset: 0, count: 4096), id: 1)
-    try a.postSend(.send, mrA.scatterGather(offset: 0, count: message.count), id: 2)
-    let sent = try cqA.wait(for: 1)
-    let received = try cqB.wait(for: 1)
-    try sent[0].checkSuccess()
-    try received[0].checkSuccess()
-    #expect(received[0].opcode == .receive)
-    #expect(received[0].byteLength == UInt32(message.count))
-    #expect(try bufferB.load(0..<message.count) == message)
+      // SEND/RECV.
+      let message = Array("hello from A through a registered buffer".utf8)
+      try bufferA.copy(from: message)
+      try b.postReceive(mrB.scatterGather(offset: 0, count: 4096), id: 1)
+      try a.postSend(.send, mrA.scatterGather(offset: 0, count: message.count), id: 2)
+      let sent = try cqA.wait(for: 1)
+      let received = try cqB.wait(for: 1)
+      try sent[0].checkSuccess()
+      try received[0].checkSuccess()
+      #expect(received[0].opcode == .receive)
+      #expect(received[0].byteLength == UInt32(message.count))
+      #expect(try bufferB.load(0..<message.count) == message)
 
-    // RDMA WRITE of a 32 KiB pattern into B at its custom IOVA.
-    let pattern = (0..<(32 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
-    try bufferA.copy(from: pattern, at: 4096)
-    try a.postSend(
-      .write(to: mrB.remote.advanced(by: 8192)),
-      mrA.scatterGather(offset: 4096, count: pattern.count),
-      id: 3)
-    try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(try bufferB.load(8192..<(8192 + pattern.count)) == pattern)
+      // RDMA WRITE of a 32 KiB pattern into B at its custom IOVA.
+      let pattern = (0..<(32 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+      try bufferA.copy(from: pattern, at: 4096)
+      try a.postSend(
+        .write(to: mrB.remote.advanced(by: 8192)),
+        mrA.scatterGather(offset: 4096, count: pattern.count),
+        id: 3)
+      try cqA.wait(for: 1)[0].checkSuccess()
+      #expect(try bufferB.load(8192..<(8192 + pattern.count)) == pattern)
 
-    // RDMA READ it back into A elsewhere.
-    try a.postSend(
-      .read(from: mrB.remote.advanced(by: 8192)),
-      mrA.scatterGather(offset: 40960, count: pattern.count),
-      id: 4)
-    try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(try bufferA.load(40960..<(40960 + pattern.count)) == pattern)
+      // RDMA READ it back into A elsewhere.
+      try a.postSend(
+        .read(from: mrB.remote.advanced(by: 8192)),
+        mrA.scatterGather(offset: 40960, count: pattern.count),
+        id: 4)
+      try cqA.wait(for: 1)[0].checkSuccess()
+      #expect(try bufferA.load(40960..<(40960 + pattern.count)) == pattern)
 
-    // WRITE with immediate consumes a receive and carries the value.
-    try b.postReceive(mrB.scatterGather(offset: 0, count: 0), id: 5)
-    try a.postSend(
-      .writeWithImmediate(to: mrB.remote, 0xC0FFEE), mrA.scatterGather(offset: 0, count: 16), id: 6)
-    try cqA.wait(for: 1)[0].checkSuccess()
-    let immediate = try cqB.wait(for: 1)
-    #expect(immediate[0].immediate == 0xC0FFEE)
-    #expect(immediate[0].opcode == .receiveRDMAWithImmediate)
+      // WRITE with immediate consumes a receive and carries the value.
+      try b.postReceive(mrB.scatterGather(offset: 0, count: 0), id: 5)
+      try a.postSend(
+        .writeWithImmediate(to: mrB.remote, 0xC0FFEE), mrA.scatterGather(offset: 0, count: 16), id: 6)
+      try cqA.wait(for: 1)[0].checkSuccess()
+      let immediate = try cqB.wait(for: 1)
+      #expect(immediate[0].immediate == 0xC0FFEE)
+      #expect(immediate[0].opcode == .receiveRDMAWithImmediate)
 
-    // Atomics on an 8-byte word of B.
-    let wordOffset = 60000  // 8-byte aligned, as atomics require
-    try bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
-    let word = try mrB.remote.advanced(by: UInt64(wordOffset))
-    try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
-    try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(try bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
-    try a.postSend(
-      .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8),
-      id: 8)
-    try cqA.wait(for: 1)[0].checkSuccess()
-    #expect(try bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
-    #expect(
-      try bufferB.load(wordOffset..<(wordOffset + 8))
-        == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
+      // Atomics on an 8-byte word of B.
+      let wordOffset = 60000  // 8-byte aligned, as atomics require
+      try bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
+      let word = try mrB.remote.advanced(by: UInt64(wordOffset))
+      try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
+      try cqA.wait(for: 1)[0].checkSuccess()
+      #expect(try bufferA.load(0..<8) == withUnsafeBytes(of: UInt64(41).littleEndian, Array.init))
+      try a.postSend(
+        .compareAndSwap(at: word, expected: 42, desired: 7), mrA.scatterGather(offset: 8, count: 8),
+        id: 8)
+      try cqA.wait(for: 1)[0].checkSuccess()
+      #expect(try bufferA.load(8..<16) == withUnsafeBytes(of: UInt64(42).littleEndian, Array.init))
+      #expect(
+        try bufferB.load(wordOffset..<(wordOffset + 8))
+          == withUnsafeBytes(of: UInt64(7).littleEndian, Array.init))
 
-    // A bad rkey is a completion error, not a crash.
-    try a.postSend(
-      .write(to: RemoteBuffer(address: mrB.remote.address, length: 16, rkey: mrB.rkey ^ 0xff)),
-      mrA.scatterGather(offset: 0, count: 16), id: 9)
-    let failed = try cqA.wait(for: 1)
-    #expect(!failed[0].status.isSuccess)
-    #expect(throws: VerbsError.self) { try failed[0].checkSuccess() }
+      // A bad rkey is a completion error, not a crash.
+      try a.postSend(
+        .write(to: RemoteBuffer(address: mrB.remote.address, length: 16, rkey: mrB.rkey ^ 0xff)),
+        mrA.scatterGather(offset: 0, count: 16), id: 9)
+      let failed = try cqA.wait(for: 1)
+      #expect(!failed[0].status.isSuccess)
+      #expect(throws: VerbsError.self) { try failed[0].checkSuccess() }
+    }
   }
 
   @Test func waitingTimesOutWithoutSpinning() throws {

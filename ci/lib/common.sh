@@ -60,31 +60,71 @@ umem_count_tests() {
 }
 
 # umem_count_results XUNIT LOGFILE: "PASSED FAILED SKIPPED TOTAL" from the
-# xUnit report the test bundle wrote (the testsuite elements' tests,
-# failures, errors and skipped attributes); TOTAL is the report's own test
-# count. When the report is missing or unreadable (the bundle crashed or was
-# killed before writing it), falls back to umem_count_tests on the console
-# log, whose TOTAL is -1 when the run did not finish.
+# xUnit report the test bundle wrote, one per testcase element: a failure or
+# error child is failed, a skipped child skipped, anything else passed, except
+# that a test the console says "was cancelled" (Test.cancel, which Swift
+# Testing's xUnit writer records like a pass) counts as skipped. TOTAL is the
+# number of testcases. When the report is missing or unreadable (the bundle
+# crashed or was killed before writing it), falls back to umem_count_tests on
+# the console log, whose TOTAL is -1 when the run did not finish.
 umem_count_results() {
   local xml=$1 log=$2 counts
-  if [ -s "$xml" ] && counts=$(python3 - "$xml" 2>/dev/null <<'PY'
-import sys
+  if [ -s "$xml" ] && counts=$(python3 - "$xml" "$log" 2>/dev/null <<'PY'
+import re, sys
 import xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-if not suites:
+cases = list(root.iter("testcase"))
+if root.tag not in ("testsuites", "testsuite"):
     sys.exit(1)
-tests = failed = skipped = 0
-for suite in suites:
-    tests += int(suite.get("tests", 0))
-    failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    skipped += int(suite.get("skipped", 0))
-print(tests - failed - skipped, failed, skipped, tests)
+cancelled = set()
+try:
+    text = open(sys.argv[2], errors="replace").read()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    cancelled = set(re.findall(r"^\S+ Test (.+?) was cancelled after ", text, re.M))
+except OSError:
+    pass
+passed = failed = skipped = 0
+for case in cases:
+    tags = {child.tag for child in case}
+    if tags & {"failure", "error"}:
+        failed += 1
+    elif "skipped" in tags or case.get("name") in cancelled:
+        skipped += 1
+    else:
+        passed += 1
+print(passed, failed, skipped, len(cases))
 PY
   ); then
     echo "$counts"
   else
     umem_count_tests "$log"
+  fi
+}
+
+# umem_expected_minimum STAGE: the fewest tests STAGE may run (ci/expected-counts);
+# 1 when the file does not name it.
+umem_expected_minimum() {
+  local n
+  n=$(awk -v s="$1" '$1 == s { print $2 }' "$UMEM_REPO/ci/expected-counts" 2>/dev/null)
+  echo "${n:-1}"
+}
+
+# umem_count_problem STAGE P F S TOTAL LOG: a reason not to trust STAGE's
+# counts, or nothing. Two records of one run must agree: the xUnit report's
+# test count (TOTAL; -1 when there is none) with the console's "Test run with
+# N tests" and with the number of results the console lists. And the stage
+# must have run at least its expected minimum, so a runner that silently
+# drops tests (a filter, a suite that no longer registers) cannot pass.
+umem_count_problem() {
+  local stage=$1 p=$2 f=$3 s=$4 total=$5 log=$6 min cp cf cs ctotal
+  min=$(umem_expected_minimum "$stage")
+  read -r cp cf cs ctotal < <(umem_count_tests "$log")
+  if [ "$total" -ge 0 ] && [ "$ctotal" -ge 0 ] && [ "$ctotal" -ne "$total" ]; then
+    echo "the xUnit report lists $total tests, the console's summary $ctotal"
+  elif [ "$total" -ge 0 ] && [ $((cp + cf + cs)) -ne "$total" ]; then
+    echo "the xUnit report lists $total tests, the console shows $((cp + cf + cs)) results"
+  elif [ $((p + f + s)) -lt "$min" ]; then
+    echo "$((p + f + s)) tests ran, fewer than the expected minimum of $min (ci/expected-counts)"
   fi
 }
 

@@ -44,3 +44,48 @@ listening() {
   echo "note: nothing listened on port $port within ${limit}s" >&2
   return 1
 }
+
+# owned KIND PID [STATE]: how many KIND objects (qp, cq, mr, pd, cm_id) the
+# kernel's resource tracker lists for the live process PID, optionally only
+# those in STATE (RTS, LISTEN, ...). The tracker records the id of the thread
+# that created each object, so every thread of PID counts, not just PID
+# itself (a -P server makes each client's QP on its own thread). Prints -1
+# when the tracker cannot be read.
+owned() {
+  local kind=$1 pid=$2 state=${3:-}
+  local tids
+  tids=$(ls /proc/"$pid"/task 2>/dev/null | tr '\n' ' ')
+  rdma -j resource show "$kind" 2>/dev/null | python3 -c '
+import json, sys
+tids = {int(t) for t in sys.argv[1].split()}
+state = sys.argv[2]
+try:
+    rows = json.load(sys.stdin)
+except ValueError:
+    print(-1); sys.exit()
+print(sum(1 for r in rows if r.get("pid") in tids and (not state or r.get("state") == state)))
+' "$tids" "$state" || echo -1
+}
+
+# wait_for SECONDS CMD...: runs CMD every 0.1 s until it succeeds, for up to
+# SECONDS. Returns 1 if it never did.
+wait_for() {
+  local limit=$1
+  shift
+  for _ in $(seq $((limit * 10))); do
+    if "$@"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# has_connected_qp PID: the process holds at least one QP in state RTS (a
+# connection that moves data).
+has_connected_qp() { [ "$(owned qp "$1" RTS)" -ge 1 ]; }
+
+# lines_at_least FILE PATTERN N: FILE has at least N lines matching PATTERN.
+lines_at_least() {
+  local n
+  n=$(grep -c -- "$2" "$1" 2>/dev/null)
+  [ "${n:-0}" -ge "$3" ]
+}

@@ -58,24 +58,40 @@ if [ "$long" -gt 0 ]; then
   pair c-server+swift-client "$c_rping" "$swift_rping" 64 "$long"
 fi
 
-# The first -v lines of both implementations must be byte-identical.
-"$c_rping" -s -a "$addr" -p 7399 -S 64 -v >"$logs/ref.server" 2>&1 &
-sp=$!
-listening 7399 || true
-"$c_rping" -c -a "$addr" -p 7399 -S 64 -C 3 -v >"$logs/ref.client" 2>&1
-wait "$sp"
-"$swift_rping" -s -a "$addr" -p 7398 -S 64 -v >"$logs/swift.server" 2>&1 &
-sp=$!
-listening 7398 || true
-"$swift_rping" -c -a "$addr" -p 7398 -S 64 -C 3 -v >"$logs/swift.client" 2>&1
-wait "$sp"
-if diff <(grep 'ping data' "$logs/ref.client") <(grep 'ping data' "$logs/swift.client") >/dev/null \
-  && diff <(grep 'ping data' "$logs/ref.server") <(grep 'ping data' "$logs/swift.server") >/dev/null; then
-  echo "ok   -v output of Swift rping equals C rping's (client and server, 3 pings)"
+# The first -v lines of both implementations must be byte-identical: both
+# runs must succeed and print three lines on each side, so two empty or
+# failed runs cannot compare equal.
+# ref IMPL PORT PREFIX: one 3-ping run of IMPL with itself; sets ref_status.
+ref() {
+  local impl=$1 p=$2 prefix=$3 ss cs
+  timeout 120 "$impl" -s -a "$addr" -p "$p" -S 64 -v >"$logs/$prefix.server" 2>&1 &
+  local sp=$!
+  listening "$p" || true
+  timeout 100 "$impl" -c -a "$addr" -p "$p" -S 64 -C 3 -v >"$logs/$prefix.client" 2>&1
+  cs=$?
+  wait "$sp"
+  ss=$?
+  ref_status="client $cs, server $ss"
+  [ "$cs" -eq 0 ] && [ "$ss" -eq 0 ]
+}
+lines() { grep -E '^(server )?ping data: rdma-ping-' "$1"; }
+ref "$c_rping" 7399 ref && c_ok=1 || c_ok=0
+c_status=$ref_status
+ref "$swift_rping" 7398 swift && s_ok=1 || s_ok=0
+s_status=$ref_status
+n_ref_c=$(lines "$logs/ref.client" | grep -c .)
+n_ref_s=$(lines "$logs/ref.server" | grep -c .)
+if [ "$c_ok" -ne 1 ] || [ "$s_ok" -ne 1 ]; then
+  fail "-v comparison runs did not succeed (C rping: $c_status; Swift rping: $s_status)"
+elif [ "$n_ref_c" -ne 3 ] || [ "$n_ref_s" -ne 3 ]; then
+  fail "-v comparison: C rping printed $n_ref_c client and $n_ref_s server lines, not 3 and 3"
+elif diff <(lines "$logs/ref.client") <(lines "$logs/swift.client") >/dev/null \
+  && diff <(lines "$logs/ref.server") <(lines "$logs/swift.server") >/dev/null; then
+  ok "-v output of Swift rping equals C rping's (client and server, 3 pings each, both exit 0)"
 else
-  echo "FAIL -v output differs from C rping's"
-  diff <(grep 'ping data' "$logs/ref.client") <(grep 'ping data' "$logs/swift.client") | head -n 6
-  failures=$((failures + 1))
+  fail "-v output differs from C rping's"
+  diff <(lines "$logs/ref.client") <(lines "$logs/swift.client") | head -n 6
+  diff <(lines "$logs/ref.server") <(lines "$logs/swift.server") | head -n 6
 fi
 
 rm -rf "$logs"

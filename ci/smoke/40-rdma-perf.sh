@@ -10,6 +10,9 @@ perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
 addr=${RPING_ADDR:-198.18.0.1}
 logs=$(mktemp -d)
 . "$(dirname "$0")/../lib/smoke.sh"
+# What a side says when its peer dies: the disconnect event, or a work
+# completion that fails (rxe's retries running out, a flushed queue).
+killed_peer='(DISCONNECTED|RETRY_EXC|retry|flush|disconnect|went away)'
 
 # 1. All four tests at three sizes; the report must hold 12 results with
 #    sane figures and a plan for each side.
@@ -73,21 +76,29 @@ else
 fi
 
 # 4. Server killed in the middle of a long run: the client fails within 10 s.
+#    The kill comes once the client holds a connected QP (state RTS in the
+#    kernel's resource tracker), so a client that never connected cannot pass.
 "$perf" server -a "$addr" -p 7482 >"$logs/s4" 2>&1 &
 sp=$!
 listening 7482 || true
 "$perf" client -a "$addr" -p 7482 --tests write-bw --sizes 4K --iterations 100000000 >"$logs/c4" 2>&1 &
 cp=$!
-sleep 4
-kill -9 "$sp"
-if ! ends_within "$cp" 10; then
-  fail "server killed: client still running after 10 s"
-elif [ "$status" -ne 0 ]; then
-  ok "server killed mid-run: client exit $status after ${took}s: $(head -c 160 "$logs/c4")"
-else
-  fail "server killed: client exit 0"
+if ! wait_for 60 has_connected_qp "$cp"; then
+  fail "server killed: the client never connected"
   show "$logs/c4"
+  kill -9 "$sp" "$cp" 2>/dev/null
+else
+  kill -9 "$sp"
+  if ! ends_within "$cp" 10; then
+    fail "server killed: client still running after 10 s"
+  elif [ "$status" -eq 1 ] && grep -Eq "$killed_peer" "$logs/c4"; then
+    ok "server killed mid-run: client exit $status after ${took}s: $(grep -m1 -E "$killed_peer" "$logs/c4" | head -c 160)"
+  else
+    fail "server killed: client exit $status (want 1 and a disconnect or failed completion)"
+    show "$logs/c4"
+  fi
 fi
+wait "$cp" 2>/dev/null
 wait "$sp" 2>/dev/null
 
 # 5. Client killed mid-ping-pong: the server fails within 10 s.
@@ -96,17 +107,23 @@ sp=$!
 listening 7483 || true
 "$perf" client -a "$addr" -p 7483 --tests write-lat --sizes 64 --iterations 100000000 >"$logs/c5" 2>&1 &
 cp=$!
-sleep 4
-kill -9 "$cp"
-if ! ends_within "$sp" 10; then
-  fail "client killed: server still running after 10 s"
-elif [ "$status" -ne 0 ]; then
-  ok "client killed mid-run: server exit $status after ${took}s: $(tail -n 1 "$logs/s5")"
-else
-  fail "client killed: server exit 0"
+if ! wait_for 60 has_connected_qp "$sp"; then
+  fail "client killed: the server never connected"
   show "$logs/s5"
+  kill -9 "$sp" "$cp" 2>/dev/null
+else
+  kill -9 "$cp"
+  if ! ends_within "$sp" 10; then
+    fail "client killed: server still running after 10 s"
+  elif [ "$status" -eq 1 ] && grep -Eq "$killed_peer" "$logs/s5"; then
+    ok "client killed mid-run: server exit $status after ${took}s: $(grep -m1 -E "$killed_peer" "$logs/s5" | head -c 160)"
+  else
+    fail "client killed: server exit $status (want 1 and a disconnect or failed completion)"
+    show "$logs/s5"
+  fi
 fi
 wait "$cp" 2>/dev/null
+wait "$sp" 2>/dev/null
 
 # 6. Bad arguments exit 64 (usage) before touching the device.
 for args in "--tests write-bandwidth" "--sizes 0" "--iterations 1" "--backing huge" "--queue-depth 0"; do
@@ -117,10 +134,55 @@ for args in "--tests write-bandwidth" "--sizes 0" "--iterations 1" "--backing hu
   else fail "client $args: exit $cs (want 64)"; show "$logs/c6"; fi
 done
 
-# 7. Nothing left behind.
-sleep 1
-left=$(rdma resource show qp 2>/dev/null | grep -c "comm rdma-perf" || true)
-if [ "$left" -eq 0 ]; then ok "no rdma-perf QPs left in the kernel"; else fail "$left rdma-perf QPs left"; fi
+# 7. A persistent server: a client's report also written with --output
+#    (the same JSON as on stdout); a killed client leaves nothing held in the
+#    server (QPs, CQs, MRs, cm ids over all its threads, counted while it
+#    lives and compared with the counts while connected), and the next client
+#    is served.
+"$perf" server --persistent -a "$addr" -p 7484 >"$logs/s7" 2>&1 &
+sp=$!
+listening 7484 || true
+snapshot() { echo "$(owned qp "$sp") $(owned cq "$sp") $(owned mr "$sp") $(owned cm_id "$sp")"; }
+base=$(snapshot)
+timeout 120 "$perf" client -a "$addr" -p 7484 --tests write-bw --sizes 4K --iterations 50 --json \
+  --output "$logs/r7.json" >"$logs/c7.json" 2>"$logs/c7"
+cs=$?
+if [ "$cs" -eq 0 ] && python3 -c 'import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert a == b and len(a["results"]) == 1, (a, b)' "$logs/r7.json" "$logs/c7.json"; then
+  ok "--output wrote the same report as stdout (client exit 0)"
+else
+  fail "--output: client exit $cs, or the file differs from stdout"
+  show "$logs/c7"
+fi
+"$perf" client -a "$addr" -p 7484 --tests write-bw --sizes 4K --iterations 100000000 >"$logs/c7b" 2>&1 &
+cp=$!
+wait_for 60 has_connected_qp "$sp" || true
+connected=$(snapshot)
+kill -9 "$cp"
+wait "$cp" 2>/dev/null
+wait_for 15 eval '[ "$(snapshot)" = "$base" ]' || true
+after=$(snapshot)
+read -r bq _ _ bcm <<<"$base"
+read -r cq_ _ _ ccm <<<"$connected"
+if ! kill -0 "$sp" 2>/dev/null; then
+  fail "--persistent server died with a killed client"
+  show "$logs/s7"
+elif [ "$bq" -lt 0 ] || [ "$cq_" -le "$bq" ] || [ "$ccm" -le "$bcm" ]; then
+  fail "--persistent: the resource tracker did not show the connection (QP CQ MR cm_id: listening $base, connected $connected)"
+elif [ "$after" = "$base" ]; then
+  ok "--persistent server alive after a killed client, nothing held for it (QP CQ MR cm_id: listening $base, connected $connected, after $after)"
+else
+  fail "--persistent server holds resources of a killed client (QP CQ MR cm_id: listening $base, connected $connected, after $after)"
+fi
+if timeout 120 "$perf" client -a "$addr" -p 7484 --tests write-lat --sizes 64 --iterations 20 >"$logs/c7c" 2>&1; then
+  ok "--persistent server served the next client"
+else
+  fail "--persistent server did not serve the next client"
+  show "$logs/c7c"
+fi
+kill "$sp" 2>/dev/null
+wait "$sp" 2>/dev/null
 
 rm -rf "$logs"
 echo "40-rdma-perf: $failures failure(s)"
