@@ -80,15 +80,18 @@ func send(
     .send,
     control.scatterGather(offset: ControlLayout.sendOffset, count: ControlLayout.messageBytes),
     id: ControlLayout.sendID)
-  _ = try pending.next(.send, on: cq, of: id)
+  _ = try pending.next(.send, on: cq, of: id, timeout: LivenessCheck.silenceLimit)
 }
 
-/// Waits for the next message, re-posts its slot and decodes it.
+/// Waits for the next message (up to `timeout`; the client gives the peer
+/// timeout, the server none, as its client may measure for minutes between
+/// messages), re-posts its slot and decodes it.
 func receive(
   _ pending: inout PendingCompletions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
-  _ cq: borrowing CompletionQueue, _ control: borrowing MemoryRegion, base: UnsafeMutableRawPointer
+  _ cq: borrowing CompletionQueue, _ control: borrowing MemoryRegion, base: UnsafeMutableRawPointer,
+  timeout: Duration? = nil
 ) throws -> Message {
-  let wc = try pending.next(.receive, on: cq, of: id)
+  let wc = try pending.next(.receive, on: cq, of: id, timeout: timeout)
   // A receive's id is the slot this side posted it with (0 or 1), never the peer's.
   let offset = Int(wc.id) * ControlLayout.messageBytes
   guard wc.byteLength == ControlLayout.messageBytes else {

@@ -63,9 +63,18 @@ struct Areas {
 }
 
 /// Checks the connection's event channel now and then while spinning, so a
-/// peer that went away ends a spin with its disconnect instead of a hang.
+/// peer that went away ends a spin with its disconnect instead of a hang;
+/// and ends a spin that has made no progress for ``silenceLimit``: a peer
+/// whose host died sends no disconnect, and a side that only waits for the
+/// peer's next write has nothing in flight for the transport to time out.
 struct LivenessCheck {
+  /// How long a spin may go without progress (`--peer-timeout`); nil: forever.
+  nonisolated(unsafe) static var silenceLimit: Duration? = .seconds(5)
   var spins = 0
+  var quietSince: ContinuousClock.Instant? = nil
+
+  /// Notes progress (a completion, the peer's write): the silence starts over.
+  mutating func progressed() { quietSince = nil }
 
   mutating func tick(_ id: borrowing ConnectionID) throws {
     spins &+= 1
@@ -75,6 +84,18 @@ struct LivenessCheck {
         || event.kind == .deviceRemoval
     {
       throw PerfError("the peer went away during the measurement (\(event.kind))")
+    }
+    guard let limit = Self.silenceLimit else { return }
+    let now = ContinuousClock.now
+    guard let since = quietSince else {
+      quietSince = now
+      return
+    }
+    if since.duration(to: now) > limit {
+      throw PerfError(
+        "the peer has been silent for \(limit) during the measurement (no completion, no "
+          + "write from it); its host may have died, which sends no disconnect "
+          + "(--peer-timeout sets the limit)")
     }
   }
 }
@@ -136,7 +157,12 @@ func measureBandwidth(
       let signaled = posted % moderation == 0 || posted == iterations
       try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
     }
-    if let done = try reap(cq, id) { completed = Int(done) } else { try liveness.tick(id) }
+    if let done = try reap(cq, id) {
+      completed = Int(done)
+      liveness.progressed()
+    } else {
+      try liveness.tick(id)
+    }
   }
   return nanoseconds() - start
 }
@@ -177,6 +203,7 @@ func measureWriteLatency(
         try liveness.tick(id)
       }
     }
+    liveness.progressed()
   }
   while unreaped > 0 {
     if try reap(cq, id) != nil { unreaped = 0 } else { try liveness.tick(id) }
@@ -201,6 +228,7 @@ func measureReadLatency(
     let start = nanoseconds()
     try qp.postSend(.read(from: areas.peerOutgoing), local, id: UInt64(round), signaled: true)
     while try reap(cq, id) == nil { try liveness.tick(id) }
+    liveness.progressed()
     samples.append(nanoseconds() - start)
   }
   return samples

@@ -114,6 +114,13 @@ struct ClientCommand: ParsableCommand {
   @Option(help: "Also write the JSON report to this file.")
   var output: String?
 
+  @Option(
+    help: """
+      Seconds the server may stay silent before the client gives up (0: wait forever): a \
+      server whose host died sends no disconnect.
+      """)
+  var peerTimeout = 5
+
   func validate() throws {
     _ = try parsedTests()
     _ = try parsedSizes()
@@ -125,6 +132,9 @@ struct ClientCommand: ParsableCommand {
     }
     if let cqModeration, cqModeration < 1 {
       throw ValidationError("--cq-moderation must be at least 1")
+    }
+    guard (0...86_400).contains(peerTimeout) else {
+      throw ValidationError("--peer-timeout must be 0...86400 seconds")
     }
   }
 
@@ -162,6 +172,7 @@ struct ClientCommand: ParsableCommand {
   }
 
   func run() throws {
+    LivenessCheck.silenceLimit = peerTimeout == 0 ? nil : .seconds(peerTimeout)
     let settings = ClientSettings(
       address: address, port: common.port, tests: try parsedTests(), sizes: try parsedSizes(),
       iterations: iterations, queueDepth: queueDepth, cqModeration: cqModeration,

@@ -37,6 +37,8 @@ struct Options {
   var validate = false
   var debug = false
   var persistent = false
+  /// Seconds of silence from the peer that end a wait (-w; 0: none).
+  var peerTimeout = 5
 }
 
 /// rping's exit codes: 0, EINVAL for usage errors, and -1 (255) for failures.
@@ -60,6 +62,9 @@ func usage() -> Never {
     \t\t\tdisconnects before this many pings; an extension)
     \t-a addr\t\taddress
     \t-p port\t\tport
+    \t-w secs\t\tfail when the peer stays silent this long (default 5,
+    \t\t\t0 waits forever; an extension: a peer whose host died sends
+    \t\t\tno disconnect)
     \t-P\t\tpersistent server mode allowing multiple connections
     \t\t\t(each client on its own thread, served concurrently)
     \t-q\t\tuse self-created, self-modified QP (accepted; this rping always uses rdma_create_qp)
@@ -102,6 +107,9 @@ func parse(_ arguments: [String]) -> Options {
       case "V": options.validate = true
       case "d": options.debug = true
       case "P": options.persistent = true
+      case "w":
+        guard let w = Int(value()), (0...86_400).contains(w) else { usage() }
+        options.peerTimeout = w
       case "q": break
       default: usage()
       }
@@ -159,6 +167,8 @@ func report(_ error: any Error) {
 }
 
 nonisolated(unsafe) var debugEnabled = false
+/// How long a wait for the peer may last (-w); nil waits forever.
+nonisolated(unsafe) var peerSilence: Duration? = .seconds(5)
 func debug(_ text: @autoclosure () -> String) {
   if debugEnabled { print(text()) }
 }
@@ -320,7 +330,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
             from: RemoteBuffer(
               address: source.address, length: UInt64(source.size), rkey: source.rkey)),
           regions.rdma.scatterGather(offset: 0, count: Int(source.size)), id: 2)
-        _ = try completions.next(.rdmaRead, on: cq, of: id)
+        _ = try completions.next(.rdmaRead, on: cq, of: id, timeout: peerSilence)
         if options.verbose { print("server ping data: \(cString(buffers.rdma))") }
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
 
@@ -331,7 +341,7 @@ func serve(_ id: borrowing ConnectionID, _ options: Options) throws {
           .write(
             to: RemoteBuffer(address: sink.address, length: UInt64(sink.size), rkey: sink.rkey)),
           regions.rdma.scatterGather(offset: 0, count: length), id: 3)
-        _ = try completions.next(.rdmaWrite, on: cq, of: id)
+        _ = try completions.next(.rdmaWrite, on: cq, of: id, timeout: peerSilence)
         try qp.postSend(.send, regions.send.scatterGather(offset: 0, count: 16), id: 1)
         served += 1  // One per round trip: 2^63 of them is out of reach.
       }
@@ -358,7 +368,7 @@ func receiveAdvert(
   _ completions: inout PendingCompletions, _ id: borrowing ConnectionID, _ qp: borrowing QueuePair,
   _ cq: borrowing CompletionQueue, _ buffers: borrowing Buffers, _ regions: borrowing Regions
 ) throws -> Advert {
-  let wc = try completions.next(.receive, on: cq, of: id)
+  let wc = try completions.next(.receive, on: cq, of: id, timeout: peerSilence)
   guard wc.byteLength == 16 else {
     throw PingError(description: "Received bogus data, size \(wc.byteLength)")
   }
@@ -438,6 +448,7 @@ func fill(_ buffer: borrowing PageAlignedBuffer, ping: Int, size: Int) {
 
 let options = parse(Array(CommandLine.arguments.dropFirst()))
 debugEnabled = options.debug
+peerSilence = options.peerTimeout == 0 ? nil : .seconds(options.peerTimeout)
 do {
   if options.server == true { try runServer(options) } else { try runClient(options) }
   exit(0)

@@ -1,5 +1,9 @@
 public import Verbs
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Completions taken from a queue but not yet asked for, so a program can
 /// wait for "the next receive" or "the next RDMA READ" while completions of
 /// other kinds arrive in between, in any order.
@@ -22,17 +26,34 @@ public struct PendingCompletions: Sendable {
   /// Returns the oldest completion of kind `opcode`, waiting on `cq` for
   /// one if none is held.
   ///
-  /// - Throws: ``CMError`` for a failed completion (its `VerbsError` inside)
-  ///   or a connection event such as a disconnect.
+  /// With a `timeout`, a peer that stays silent that long ends the wait with
+  /// ``CMError/Code/timedOut``: a peer whose host died sends no disconnect,
+  /// and an RC connection that only waits to receive never notices on its
+  /// own (the transport's retries run only for requests in flight).
+  ///
+  /// - Throws: ``CMError`` for a failed completion (its `VerbsError` inside),
+  ///   a connection event such as a disconnect, or the timeout.
   public mutating func next(
     _ opcode: WorkCompletion.Opcode, on cq: borrowing CompletionQueue,
-    of id: borrowing ConnectionID
+    of id: borrowing ConnectionID, timeout: Duration? = nil
   ) throws(CMError) -> WorkCompletion {
+    let clock = ContinuousClock()
+    let deadline = timeout.map { clock.now.advanced(by: $0) }
     while true {
       if let index = waiting.firstIndex(where: { $0.opcode == opcode }) {
         return waiting.remove(at: index)
       }
-      for wc in try id.waitForCompletions(on: cq) {
+      var left: Duration? = nil
+      if let deadline {
+        left = clock.now.duration(to: deadline)
+        if left! <= .zero {
+          throw CMError(
+            .timedOut, operation: "ibv_poll_cq", errno: ETIMEDOUT,
+            message: "no \(opcode) completion within \(timeout!): the peer has gone silent "
+              + "(a host that died sends no disconnect)")
+        }
+      }
+      for wc in try id.waitForCompletions(on: cq, timeout: left) {
         do { try wc.checkSuccess() } catch { throw CMError(error) }
         if !dropping.contains(wc.opcode) { waiting.append(wc) }
       }

@@ -34,7 +34,7 @@ import Verbs
     let counting = CountingRegistrar()
     var cache: RegistrationCache? = RegistrationCache(
       registrar: counting.registrar, limits: CacheLimits(), monitor: .explicitOnly)
-    weak var gone = cache
+    weak let gone = cache
     let held = try cache!.lookup(address: 0x20_0000, length: page)
     try cache!.lookup(address: 0x30_0000, length: page).release()
     let counters = cache!.counters
