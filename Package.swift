@@ -76,7 +76,7 @@ let package = Package(
     .executableTarget(
       name: "rdma-perf",
       dependencies: [
-        "RDMACM", "Verbs", "Umem", "Phyr", "ToolSupport",
+        "RDMACM", "Verbs", "Umem", "Phyr", "ToolSupport", "RegistrationCache",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Samples/rdma-perf",

@@ -15,6 +15,9 @@ struct ClientSettings {
   var cqModeration: Int?
   var backing: UmemBuffer.Backing
   var iova: IOVAChoice
+  /// Bandwidth runs from a pool of message buffers, and how they register;
+  /// nil: every message from the one data region (today's path).
+  var messagePool: (registration: MessageRegistration, count: Int)? = nil
 
   /// perftest's rule: signal every 100th request, every one above 8 KiB.
   func moderation(size: Int) -> Int { cqModeration ?? (size > 8192 ? 1 : 100) }
@@ -34,6 +37,14 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
       pd, pageSizeCap: attributes.pageSizeCapability, bytes: bytes, backing: settings.backing,
       iovaPolicy: settings.iova
     ) { data, base, plan in
+      // The pool registers through a view of the queue pair's domain, and
+      // is closed before the domain goes.
+      let messages = try settings.messagePool.map {
+        try MessageBuffers(
+          registration: $0.registration, count: $0.count, largestMessage: largest,
+          domain: pd.unsafeSharedView())
+      }
+      defer { messages?.close() }
       // READ bandwidth needs many reads in flight: ask for what the device allows.
       let depth = min(attributes.maxInitiatorReadAtomics, 255)
       try id.connect(
@@ -72,12 +83,21 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
           switch test {
           case .writeBandwidth, .readBandwidth:
             let moderation = settings.moderation(size: size)
+            let before = messages?.figures()
             let elapsed = try measureBandwidth(
               test, iterations: iterations, depth: settings.queueDepth, moderation: moderation,
-              areas: areas, id, qp, cq, data)
+              areas: areas, messages: messages, id, qp, cq, data)
             var bandwidth = Result.bandwidth(
               test, bytes: size, iterations: iterations, nanoseconds: elapsed)
             bandwidth.cqModeration = min(moderation, settings.queueDepth)
+            if let messages, let before {
+              let after = messages.figures()
+              bandwidth.registration = messages.registration
+              bandwidth.messageBuffers = messages.count
+              bandwidth.cacheHits = after.hits.map { $0 - (before.hits ?? 0) }
+              bandwidth.cacheMisses = after.misses.map { $0 - (before.misses ?? 0) }
+              bandwidth.cacheMonitor = after.monitor
+            }
             measured = bandwidth
           case .writeLatency:
             let samples = try measureWriteLatency(

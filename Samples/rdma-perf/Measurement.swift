@@ -132,16 +132,21 @@ func reap(_ cq: borrowing CompletionQueue, _ id: borrowing ConnectionID) throws 
 /// RDMA WRITE or READ bandwidth: keeps up to `depth` requests outstanding,
 /// signals every `moderation`-th (and the last), and times from the first
 /// post to the last completion, as perftest's `ib_write_bw`/`ib_read_bw`.
+/// With `messages`, each request's local buffer comes from that pool,
+/// registered as the pool says, and is given back once the request has
+/// completed (inside the timed loop: that is the cost being measured).
 func measureBandwidth(
   _ test: Test, iterations: Int, depth: Int, moderation: Int, areas: Areas,
+  messages: MessageBuffers?,
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
   _ data: borrowing MemoryRegion
 ) throws -> UInt64 {
   let moderation = max(1, min(moderation, depth))
-  let local =
+  let fixed =
     test == .writeBandwidth
     ? try data.scatterGather(offset: 0, count: areas.size)
     : try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
+  messages?.prepare(depth: depth)
   let operation: SendOperation =
     test == .writeBandwidth ? .write(to: try areas.peerIncoming) : .read(from: areas.peerOutgoing)
   // Both count up to iterations (at most largestIterationCount).
@@ -155,10 +160,16 @@ func measureBandwidth(
       // The id counts requests posted so far: a completion with id n means
       // the first n are done (a send queue completes in order).
       let signaled = posted % moderation == 0 || posted == iterations
+      let local = try messages?.scatterGather(request: posted, size: areas.size) ?? fixed
       try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
     }
     if let done = try reap(cq, id) {
-      completed = Int(done)
+      // Ids are at most `posted`, which fits in Int.
+      let through = Int(done)
+      if let messages, through > completed {
+        for request in (completed + 1)...through { try messages.complete(request) }
+      }
+      completed = through
       liveness.progressed()
     } else {
       try liveness.tick(id)

@@ -108,6 +108,27 @@ struct ClientCommand: ParsableCommand {
       "Signal every Nth request in bandwidth runs (default: 100, or 1 above 8 KiB, as perftest).")
   var cqModeration: Int?
 
+  @Option(
+    help: ArgumentHelp(
+      "Bandwidth runs: rotate over this many message buffers of the largest size (1...4096).",
+      discussion:
+        "Alone, the buffers are registered once, before the run (the pre-registered baseline on "
+        + "the same memory); with --reuse or --register-per-message (default 16) they register "
+        + "per message."))
+  var messageBuffers: Int?
+
+  @Flag(
+    help:
+      "Bandwidth runs: look each message's buffer up in a registration cache before posting and release it after its completion, as an MPI library would."
+  )
+  var reuse = false
+
+  @Flag(
+    help:
+      "Bandwidth runs: register each message's buffer before posting (ibv_reg_mr) and deregister it after its completion."
+  )
+  var registerPerMessage = false
+
   @Flag(help: "Print one JSON object instead of text lines.")
   var json = false
 
@@ -136,6 +157,36 @@ struct ClientCommand: ParsableCommand {
     guard (0...86_400).contains(peerTimeout) else {
       throw ValidationError("--peer-timeout must be 0...86400 seconds")
     }
+    if reuse && registerPerMessage {
+      throw ValidationError("--reuse and --register-per-message are alternatives; give one")
+    }
+    if let messageBuffers, !(1...4096).contains(messageBuffers) {
+      throw ValidationError("--message-buffers must be 1...4096")
+    }
+    if let pool = messagePool {
+      // Sizes are at most 1 GiB and counts at most 4096: no overflow.
+      let largest = try parsedSizes().max() ?? 1
+      guard pool.count * largest <= 1 << 31 else {
+        throw ValidationError(
+          "--message-buffers \(pool.count) x the largest message (\(largest) bytes) is over 2 GiB; "
+            + "give fewer buffers or smaller sizes")
+      }
+    }
+  }
+
+  /// The message pool the options ask for, if any.
+  var messagePool: (registration: MessageRegistration, count: Int)? {
+    let registration: MessageRegistration
+    if reuse {
+      registration = .cached
+    } else if registerPerMessage {
+      registration = .perMessage
+    } else if messageBuffers != nil {
+      registration = .preRegistered
+    } else {
+      return nil
+    }
+    return (registration, messageBuffers ?? 16)
   }
 
   func parsedTests() throws -> [Test] {
@@ -176,7 +227,8 @@ struct ClientCommand: ParsableCommand {
     let settings = ClientSettings(
       address: address, port: common.port, tests: try parsedTests(), sizes: try parsedSizes(),
       iterations: iterations, queueDepth: queueDepth, cqModeration: cqModeration,
-      backing: try common.parsedBacking(), iova: try common.parsedIOVA())
+      backing: try common.parsedBacking(), iova: try common.parsedIOVA(),
+      messagePool: messagePool)
     let report: Report
     do {
       report = try runClient(settings) { result in

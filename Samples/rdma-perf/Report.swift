@@ -47,6 +47,15 @@ struct Result: Codable {
   var cqModeration: Int?
   /// Latency runs, microseconds: half round trips for write-lat, full ones for read-lat.
   var latency: LatencySummary?
+  /// Bandwidth runs from a message pool: how each message's buffer was
+  /// registered (pre-registered, cached, per-message) and how many buffers
+  /// the messages rotated over. Absent: the one data region (today's path).
+  var registration: MessageRegistration?
+  var messageBuffers: Int?
+  /// Cached runs: the cache's hits and misses during the run, and its monitor.
+  var cacheHits: Int?
+  var cacheMisses: Int?
+  var cacheMonitor: String?
 
   static func bandwidth(_ test: Test, bytes: Int, iterations: Int, nanoseconds: UInt64) -> Result {
     let seconds = Double(nanoseconds) / 1e9
@@ -73,8 +82,13 @@ struct Result: Codable {
         + "  typical \(f(latency.typical)) us  min \(f(latency.min))  avg \(f(latency.average))"
         + "  max \(f(latency.max))  p99 \(f(latency.p99))  p99.9 \(f(latency.p999))"
     }
+    var pool = ""
+    if let registration {
+      let hits = cacheHits.map { ", \($0) hits, \(cacheMisses ?? 0) misses" } ?? ""
+      pool = " [\(registration.rawValue) x\(messageBuffers ?? 0)\(hits)]"
+    }
     return head + "  \(f(mibPerSecond ?? 0)) MiB/s  \(f(gbitPerSecond ?? 0, 3)) Gb/s"
-      + "  \(f(megaMessagesPerSecond ?? 0, 4)) Mmsg/s"
+      + "  \(f(megaMessagesPerSecond ?? 0, 4)) Mmsg/s" + pool
   }
 }
 

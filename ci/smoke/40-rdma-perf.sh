@@ -3,8 +3,9 @@
 #
 # rdma-perf on rxe: every test at 64 B, 4 KiB and 64 KiB with few iterations,
 # checked through its JSON report (results, both sides' registration plans);
-# then fault cases: nothing listening, server killed mid-run, bad arguments,
-# and no QPs left behind. Each check prints one line.
+# then fault cases: nothing listening, server killed mid-run, bad arguments;
+# write-bw with --reuse (per-message registration through the cache); and
+# no QPs left behind. Each check prints one line.
 set -uo pipefail
 perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
 addr=${RPING_ADDR:-198.18.0.1}
@@ -126,7 +127,8 @@ wait "$cp" 2>/dev/null
 wait "$sp" 2>/dev/null
 
 # 6. Bad arguments exit 64 (usage) before touching the device.
-for args in "--tests write-bandwidth" "--sizes 0" "--iterations 1" "--backing huge" "--queue-depth 0"; do
+for args in "--tests write-bandwidth" "--sizes 0" "--iterations 1" "--backing huge" "--queue-depth 0" \
+  "--reuse --register-per-message" "--message-buffers 0"; do
   # shellcheck disable=SC2086
   timeout 20 "$perf" client -a "$addr" $args >"$logs/c6" 2>&1
   cs=$?
@@ -183,6 +185,33 @@ else
 fi
 kill "$sp" 2>/dev/null
 wait "$sp" 2>/dev/null
+
+# 8. --reuse: write-bw whose messages register through the registration
+#    cache, rotating over 4 buffers: 4 misses, the rest hits.
+"$perf" server -a "$addr" -p 7485 >"$logs/s8" 2>&1 &
+sp=$!
+listening 7485 || true
+timeout 120 "$perf" client -a "$addr" -p 7485 --tests write-bw --sizes 4K --iterations 200 \
+  --reuse --message-buffers 4 --json >"$logs/r8.json" 2>"$logs/c8"
+cs=$?
+wait "$sp"
+check=$(python3 - "$logs/r8.json" <<'PY'
+import json, sys
+x = json.load(open(sys.argv[1]))["results"][0]
+assert x["registration"] == "cached" and x["messageBuffers"] == 4, x
+assert x["cacheMisses"] == 4 and x["cacheHits"] == 196, x
+assert x["mibPerSecond"] > 0, x
+print(f'{x["cacheHits"]} hits, {x["cacheMisses"]} misses, {x["mibPerSecond"]:.1f} MiB/s, '
+      f'monitor {x["cacheMonitor"]}')
+PY
+)
+if [ "$cs" -eq 0 ] && [ -n "$check" ]; then
+  ok "write-bw --reuse: $check"
+else
+  fail "write-bw --reuse: client $cs"
+  show "$logs/c8"
+  show "$logs/s8"
+fi
 
 rm -rf "$logs"
 echo "40-rdma-perf: $failures failure(s)"

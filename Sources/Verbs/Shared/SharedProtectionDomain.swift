@@ -22,15 +22,30 @@ public final class SharedProtectionDomain: @unchecked Sendable {
 
   var core: ProtectionDomainCore { ProtectionDomainCore(raw: raw) }
 
+  /// Set for a view of a domain that a scoped ``ProtectionDomain`` owns
+  /// (``ProtectionDomain/unsafeSharedView()``): never deallocated here.
+  private let borrowed: Bool
+
   init(raw: UnsafeMutablePointer<ibv_pd>, context: SharedDeviceContext) {
     self.raw = raw
     self.context = context
+    self.borrowed = false
+    context.gate.childCreated()
+  }
+
+  /// Wraps a domain that someone else allocated and deallocates; the
+  /// caller keeps it allocated for as long as this value and everything
+  /// made from it live.
+  package init(borrowing raw: UnsafeMutablePointer<ibv_pd>, context: SharedDeviceContext) {
+    self.raw = raw
+    self.context = context
+    self.borrowed = true
     context.gate.childCreated()
   }
 
   deinit {
     if !gate.isClosed {
-      _ = ibv_dealloc_pd(raw)
+      if !borrowed { _ = ibv_dealloc_pd(raw) }
       context.gate.childReleased()
     }
   }
@@ -43,7 +58,7 @@ public final class SharedProtectionDomain: @unchecked Sendable {
     try gate.close(
       "protection domain", children: "memory regions or queue pairs", operation: "ibv_dealloc_pd"
     ) { () throws(VerbsError) in
-      try core.deallocate()
+      if !borrowed { try core.deallocate() }
       context.gate.childReleased()
     }
   }

@@ -1,0 +1,192 @@
+/* The harness behind the registration-cache anchors: see cache_anchor.h. */
+#include "cache_anchor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* SplitMix64, the generator `umem cache-bench` draws its order from. */
+static uint64_t splitmix_next(uint64_t *state) {
+  *state += 0x9e3779b97f4a7c15ull;
+  uint64_t z = *state;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void usage(const char *program, const char *why) {
+  if (why) fprintf(stderr, "%s: %s\n", program, why);
+  fprintf(stderr,
+          "usage: %s [--regions N] [--lookups M] [--threads T] [--size BYTES] [--device NAME]\n",
+          program);
+  exit(64);
+}
+
+static long number(const char *program, const char *option, const char *text, long low,
+                   long high) {
+  char *end = NULL;
+  errno = 0;
+  long value = strtol(text, &end, 10);
+  if (errno || end == text || *end != '\0' || value < low || value > high) {
+    char why[200];
+    snprintf(why, sizeof why, "%s must be a whole number from %ld to %ld (got '%s')", option,
+             low, high, text);
+    usage(program, why);
+  }
+  return value;
+}
+
+void anchor_parse(int argc, char **argv, struct anchor_options *options) {
+  *options = (struct anchor_options){1000, 1000000, 1, 4096, NULL};
+  for (int i = 1; i < argc; i++) {
+    const char *option = argv[i];
+    if (i + 1 >= argc) usage(argv[0], "every option takes a value");
+    const char *value = argv[++i];
+    if (strcmp(option, "--regions") == 0)
+      options->regions = number(argv[0], option, value, 1, 10000000);
+    else if (strcmp(option, "--lookups") == 0)
+      options->lookups = number(argv[0], option, value, 1, 1000000000);
+    else if (strcmp(option, "--threads") == 0)
+      options->threads = number(argv[0], option, value, 1, 1024);
+    else if (strcmp(option, "--size") == 0)
+      options->size = (size_t)number(argv[0], option, value, 1, 1 << 30);
+    else if (strcmp(option, "--device") == 0)
+      options->device = value;
+    else
+      usage(argv[0], "unknown option");
+  }
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t stride = (options->size + page - 1) / page * page;
+  if (stride > ((size_t)1 << 40) / (size_t)options->regions)
+    usage(argv[0], "--regions x --size must stay within 1 TiB");
+}
+
+struct worker {
+  const struct anchor_ops *ops;
+  const struct anchor_options *options;
+  char *base;
+  size_t stride;
+  void *const *first; /* each buffer's handle from the fill */
+  long count;         /* lookups for this thread */
+  uint64_t seed;
+  atomic_long *ready;
+  uint64_t elapsed;
+  long hits;
+  int failed;
+};
+
+static void *worker_main(void *argument) {
+  struct worker *w = argument;
+  long *order = malloc(sizeof(long) * (size_t)w->count);
+  if (!order) {
+    w->failed = 1;
+    atomic_fetch_add(w->ready, 1);
+    return NULL;
+  }
+  uint64_t state = w->seed;
+  for (long i = 0; i < w->count; i++)
+    order[i] = (long)(splitmix_next(&state) % (uint64_t)w->options->regions);
+  atomic_fetch_add(w->ready, 1);
+  while (atomic_load(w->ready) < w->options->threads) {
+  }
+  long hits = 0;
+  uint64_t start = now_ns();
+  for (long i = 0; i < w->count; i++) {
+    long index = order[i];
+    void *handle = w->ops->reg(w->ops->state, w->base + (size_t)index * w->stride,
+                               w->options->size);
+    if (!handle || w->ops->dereg(w->ops->state, handle) != 0) {
+      w->failed = 1;
+      break;
+    }
+    /* The cache hands back the entry it made on the fill. */
+    hits += handle == w->first[index];
+  }
+  w->elapsed = now_ns() - start;
+  w->hits = hits;
+  free(order);
+  return NULL;
+}
+
+int anchor_run(const struct anchor_options *options, const struct anchor_ops *ops,
+               const char *extra_json) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t stride = (options->size + page - 1) / page * page;
+  size_t bytes = stride * (size_t)options->regions; /* checked in anchor_parse */
+  char *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) {
+    fprintf(stderr, "%s: mmap of %zu bytes failed: %s\n", ops->name, bytes, strerror(errno));
+    return 1;
+  }
+  memset(base, 1, bytes);
+  void **first = calloc((size_t)options->regions, sizeof(void *));
+  struct worker *workers = calloc((size_t)options->threads, sizeof(struct worker));
+  pthread_t *ids = calloc((size_t)options->threads, sizeof(pthread_t));
+  if (!first || !workers || !ids) {
+    fprintf(stderr, "%s: out of memory\n", ops->name);
+    return 1;
+  }
+
+  /* Fill: one miss per buffer, each released at once (it stays cached). */
+  uint64_t start = now_ns();
+  for (long i = 0; i < options->regions; i++) {
+    void *handle = ops->reg(ops->state, base + (size_t)i * stride, options->size);
+    if (!handle || ops->dereg(ops->state, handle) != 0) return 1;
+    first[i] = handle;
+  }
+  double miss_ns = (double)(now_ns() - start) / (double)options->regions;
+
+  long per_thread = options->lookups / options->threads;
+  if (per_thread < 1) per_thread = 1;
+  atomic_long ready = 0;
+  for (long t = 0; t < options->threads; t++) {
+    workers[t] = (struct worker){ops,      options,         base,   stride,
+                                 first,    per_thread,      (uint64_t)t + 0x9e3779b9ull,
+                                 &ready,   0,               0,      0};
+    if (pthread_create(&ids[t], NULL, worker_main, &workers[t]) != 0) {
+      fprintf(stderr, "%s: pthread_create failed\n", ops->name);
+      return 1;
+    }
+  }
+  double hit_ns = 0;
+  long hits = 0;
+  int failed = 0;
+  for (long t = 0; t < options->threads; t++) {
+    pthread_join(ids[t], NULL);
+    hit_ns += (double)workers[t].elapsed / (double)per_thread;
+    hits += workers[t].hits;
+    failed |= workers[t].failed;
+  }
+  if (failed) {
+    fprintf(stderr, "%s: a lookup failed\n", ops->name);
+    return 1;
+  }
+  hit_ns /= (double)options->threads;
+  long lookups = per_thread * options->threads;
+  printf("{\"registrar\":\"%s\",%s\"device\":\"%s\",\"regions\":%ld,\"lookups\":%ld,"
+         "\"threads\":%ld,\"size\":%zu,\"hits\":%ld,\"misses\":%ld,"
+         "\"hitNanoseconds\":%.1f,\"missNanoseconds\":%.1f}\n",
+         ops->name, extra_json, options->device ? options->device : "", options->regions,
+         lookups, options->threads, options->size, hits, lookups - hits, hit_ns, miss_ns);
+  fflush(stdout);
+  free(ids);
+  free(workers);
+  free(first);
+  /* The buffers stay mapped: the anchor closes its cache first, and an
+   * munmap now would only time its monitor's invalidations. */
+  return 0;
+}

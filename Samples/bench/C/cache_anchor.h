@@ -1,0 +1,45 @@
+/* The shared harness of the registration-cache anchors (fabric_mr_cache.c,
+ * ucx_rcache.c): the same buffers, random order and timing as
+ * `umem cache-bench`, so their figures compare with its JSON side by side.
+ *
+ * An anchor fills in `struct anchor_ops` (register one buffer through the
+ * library's cache and return its handle; give a handle back) and calls
+ * anchor_main(). The harness maps N buffers, registers each once (the
+ * misses), then lets T threads look them up M/T times each in their own
+ * random order (SplitMix64, seeded as the Swift tool seeds it), every lookup
+ * followed by its release, and prints one JSON object.
+ */
+#ifndef CACHE_ANCHOR_H
+#define CACHE_ANCHOR_H
+
+#include <stddef.h>
+
+struct anchor_options {
+  long regions;        /* --regions N (default 1000) */
+  long lookups;        /* --lookups M in all (default 1000000) */
+  long threads;        /* --threads T (default 1) */
+  size_t size;         /* --size BYTES per buffer (default 4096) */
+  const char *device;  /* --device NAME (default: the library's first) */
+};
+
+struct anchor_ops {
+  /* What the JSON calls this anchor, e.g. "libfabric-verbs". */
+  const char *name;
+  /* Registers [address, address + length) through the cache; returns the
+   * handle, or NULL after printing why. Called from several threads. */
+  void *(*reg)(void *state, void *address, size_t length);
+  /* Releases a handle from reg(); 0 on success. */
+  int (*dereg)(void *state, void *handle);
+  void *state;
+};
+
+/* Parses the options into `options`; exits 64 with usage on bad input. */
+void anchor_parse(int argc, char **argv, struct anchor_options *options);
+
+/* Runs the fill and the timed lookups and prints the JSON object, with
+ * `extra_json` (`"key":value,...` or "") spliced in. Returns the exit
+ * status (0, or 1 when a registration failed). */
+int anchor_run(const struct anchor_options *options, const struct anchor_ops *ops,
+               const char *extra_json);
+
+#endif
