@@ -1,5 +1,6 @@
-@testable import Phyr
 import PlannerReference
+
+@testable import Phyr
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator, so every
 /// property-test failure reproduces from its seed.

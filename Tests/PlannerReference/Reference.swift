@@ -25,7 +25,9 @@ public enum Reference {
   /// Whether pages of `size` can map the layout at `iova`: first byte's
   /// address and IOVA agree modulo the size; every later run starts on a
   /// size boundary both physically and in IOVA space.
-  public static func valid(_ runs: [(pa: UInt64, len: UInt64, off: UInt64)], iova: UInt64, size: UInt64)
+  public static func valid(
+    _ runs: [(pa: UInt64, len: UInt64, off: UInt64)], iova: UInt64, size: UInt64
+  )
     -> Bool
   {
     if runs[0].pa % size != iova % size { return false }
@@ -37,7 +39,9 @@ public enum Reference {
   }
 
   /// The best page size, 0 for none.
-  public static func bestPageSize(_ phyrs: [Phyr], iova: UInt64, bitmap: UInt64, merging: Bool = true)
+  public static func bestPageSize(
+    _ phyrs: [Phyr], iova: UInt64, bitmap: UInt64, merging: Bool = true
+  )
     -> UInt64
   {
     let runs = runs(phyrs, merging: merging)

@@ -225,7 +225,8 @@ func expectReferenceAgrees(
   _ report: [String: Any], sourceLocation: SourceLocation = #_sourceLocation
 ) {
   guard let want = referenceAnswer(report) else {
-    Issue.record("report has no phyrs, IOVA or page sizes: \(report)", sourceLocation: sourceLocation)
+    Issue.record(
+      "report has no phyrs, IOVA or page sizes: \(report)", sourceLocation: sourceLocation)
     return
   }
   let got = (pageSize: number(report["pageSize"]) ?? 0, blocks: number(report["blockCount"]) ?? 0)

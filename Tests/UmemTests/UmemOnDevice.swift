@@ -109,7 +109,8 @@ struct UmemOnDevice {
       let umemB = try Umem(pinning: bufferB, access: all)
       // A at the planner's IOVA (small, not the address), B at its address.
       let mrA = try pd.register(umemA, pageSizes: pageSizes, iova: .any, access: all)
-      let mrB = try pd.register(umemB, pageSizes: pageSizes, iova: .keep(umemB.address), access: all)
+      let mrB = try pd.register(
+        umemB, pageSizes: pageSizes, iova: .keep(umemB.address), access: all)
       #expect(mrA.region.iova != umemA.address)
 
       let pattern = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
@@ -130,7 +131,9 @@ struct UmemOnDevice {
         .read(from: mrB.region.remote.advanced(by: 1 << 20)),
         mrA.region.scatterGather(offset: 3 << 20, count: pattern.count), id: 2)
       try cqA.wait(for: 1)[0].checkSuccess()
-      let back = bufferA.withUnsafeMutableBytes { Array($0[(3 << 20)..<((3 << 20) + pattern.count)]) }
+      let back = bufferA.withUnsafeMutableBytes {
+        Array($0[(3 << 20)..<((3 << 20) + pattern.count)])
+      }
       #expect(back == pattern)
       // And B reads from A by A's planned IOVA.
       try b.postSend(

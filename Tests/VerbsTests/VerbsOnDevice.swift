@@ -282,7 +282,8 @@ struct VerbsOnDevice {
       // WRITE with immediate consumes a receive and carries the value.
       try b.postReceive(mrB.scatterGather(offset: 0, count: 0), id: 5)
       try a.postSend(
-        .writeWithImmediate(to: mrB.remote, 0xC0FFEE), mrA.scatterGather(offset: 0, count: 16), id: 6)
+        .writeWithImmediate(to: mrB.remote, 0xC0FFEE), mrA.scatterGather(offset: 0, count: 16),
+        id: 6)
       try cqA.wait(for: 1)[0].checkSuccess()
       let immediate = try cqB.wait(for: 1)
       #expect(immediate[0].immediate == 0xC0FFEE)
@@ -290,7 +291,8 @@ struct VerbsOnDevice {
 
       // Atomics on an 8-byte word of B.
       let wordOffset = 60000  // 8-byte aligned, as atomics require
-      try bufferB.copy(from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
+      try bufferB.copy(
+        from: withUnsafeBytes(of: UInt64(41).littleEndian, Array.init), at: wordOffset)
       let word = try mrB.remote.advanced(by: UInt64(wordOffset))
       try a.postSend(.fetchAndAdd(at: word, add: 1), mrA.scatterGather(offset: 0, count: 8), id: 7)
       try cqA.wait(for: 1)[0].checkSuccess()
