@@ -56,7 +56,7 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
         Message(.hello, [UInt64(largest), data.iova, UInt64(data.rkey), UInt64(bytes)]),
         &pending, id, qp, cq, control, base: controlBase)
       let ready = try receive(
-        &pending, id, qp, cq, control, base: controlBase, timeout: LivenessCheck.silenceLimit)
+        &pending, id, qp, cq, control, base: controlBase, timeout: LivenessCheck.controlLimit)
       guard ready.kind == .ready else {
         throw PerfError("the server answered hello with \(ready.kind); expected ready")
       }
@@ -75,7 +75,7 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
             Message(.run, [test.rawValue, UInt64(size), UInt64(iterations)]),
             &pending, id, qp, cq, control, base: controlBase)
           let ack = try receive(
-            &pending, id, qp, cq, control, base: controlBase, timeout: LivenessCheck.silenceLimit)
+            &pending, id, qp, cq, control, base: controlBase, timeout: LivenessCheck.controlLimit)
           guard ack.kind == .ack else {
             throw PerfError("the server answered run with \(ack.kind); expected ack")
           }

@@ -80,7 +80,7 @@ func send(
     .send,
     control.scatterGather(offset: ControlLayout.sendOffset, count: ControlLayout.messageBytes),
     id: ControlLayout.sendID)
-  _ = try pending.next(.send, on: cq, of: id, timeout: LivenessCheck.silenceLimit)
+  _ = try pending.next(.send, on: cq, of: id, timeout: LivenessCheck.controlLimit)
 }
 
 /// Waits for the next message (up to `timeout`; the client gives the peer

@@ -70,6 +70,9 @@ struct Areas {
 struct LivenessCheck {
   /// How long a spin may go without progress (`--peer-timeout`); nil: forever.
   nonisolated(unsafe) static var silenceLimit: Duration? = .seconds(5)
+  /// How long a control message may take: six times the silence limit, as
+  /// the peer may still be finishing a run (an emulated peer took over 5 s).
+  static var controlLimit: Duration? { silenceLimit.map { $0 * 6 } }
   var spins = 0
   var quietSince: ContinuousClock.Instant? = nil
 

@@ -137,8 +137,9 @@ struct ClientCommand: ParsableCommand {
 
   @Option(
     help: """
-      Seconds the server may stay silent before the client gives up (0: wait forever): a \
-      server whose host died sends no disconnect.
+      Seconds the server may stay silent during a run before the client gives up (control \
+      messages get six times as long; 0: wait forever): a server whose host died sends no \
+      disconnect.
       """)
   var peerTimeout = 5
 

@@ -83,6 +83,14 @@ count_at_least 5 120 grep -c '^server ping data: rdma-ping-' "$logs/pserver" \
 perf_qp() { rdma resource show qp 2>/dev/null | grep 'comm rdma-perf' | grep -c 'state RTS'; }
 count_at_least 1 120 perf_qp \
   || { in_middle=no; fail "A's rdma-perf client never connected"; show "$logs/perf"; }
+# ... and in its write-bw loop, not still exchanging control messages: its
+# QP's send PSN has moved on by a few hundred packets since it connected
+# (a handful of control messages move it by one each).
+perf_psn() { rdma resource show qp 2>/dev/null | grep 'comm rdma-perf' | grep -o 'sq-psn [0-9]*' | head -n 1 | cut -d' ' -f2; }
+psn0=$(perf_psn)
+perf_sent() { echo $(($(perf_psn || echo 0) - ${psn0:-0})); }
+count_at_least 300 120 perf_sent \
+  || { in_middle=no; fail "A's rdma-perf client never got into its write-bw loop"; show "$logs/perf"; }
 pings=$(grep -c '^ping data: rdma-ping-' "$logs/rclient")
 
 # Timed from the kill request (so a slow machine's delays count against us).
