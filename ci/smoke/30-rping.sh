@@ -4,14 +4,16 @@
 # rping interop matrix on rxe: Swift server + C client (-V), C server + Swift
 # client (-V), Swift + Swift, at -S 23, 64, 4096 and 65535. Each run checks
 # both exit codes and that both sides printed one -v line per ping.
-# Then -C 10000 at -S 64 in both directions (RPING_LONG_COUNT; 0 skips it).
-# Environment: RPING_COUNT (pings per run, default 50), RPING_ADDR
+# Then a long run, -C 2000 at -S 64, in both directions (UMEM_RPING_LONG_COUNT;
+# 10000 gives the longest interop run, which Samples/bench/run-samples-compare
+# also makes; 0 skips it).
+# Environment: UMEM_RPING_COUNT (pings per run, default 50), UMEM_RPING_ADDR
 # (default 198.18.0.1), UMEM_SCRATCH (build folder with debug/rping).
 set -uo pipefail
 swift_rping=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rping
 c_rping=$(command -v rping || echo /usr/bin/rping)
-addr=${RPING_ADDR:-198.18.0.1}
-count=${RPING_COUNT:-50}
+addr=${UMEM_RPING_ADDR:-198.18.0.1}
+count=${UMEM_RPING_COUNT:-50}
 logs=$(mktemp -d)
 port=7300
 . "$(dirname "$0")/../lib/smoke.sh"
@@ -52,7 +54,7 @@ for size in 23 64 4096 65535; do
   pair swift+swift "$swift_rping" "$swift_rping" "$size"
 done
 # The issue's longest interop runs, at the smallest common size.
-long=${RPING_LONG_COUNT:-10000}
+long=${UMEM_RPING_LONG_COUNT:-2000}
 if [ "$long" -gt 0 ]; then
   pair swift-server+c-client "$swift_rping" "$c_rping" 64 "$long"
   pair c-server+swift-client "$c_rping" "$swift_rping" 64 "$long"

@@ -8,7 +8,7 @@
 set -uo pipefail
 rping=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rping
 c_rping=$(command -v rping || echo /usr/bin/rping)
-addr=${RPING_ADDR:-198.18.0.1}
+addr=${UMEM_RPING_ADDR:-198.18.0.1}
 logs=$(mktemp -d)
 . "$(dirname "$0")/../lib/smoke.sh"
 # What a client says when its peer dies: the disconnect event, or a send that

@@ -8,7 +8,7 @@
 # no QPs left behind. Each check prints one line.
 set -uo pipefail
 perf=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/rdma-perf
-addr=${RPING_ADDR:-198.18.0.1}
+addr=${UMEM_RPING_ADDR:-198.18.0.1}
 logs=$(mktemp -d)
 . "$(dirname "$0")/../lib/smoke.sh"
 # What a side says when its peer dies: the disconnect event, or a work

@@ -7,7 +7,7 @@
 # prints one line.
 set -uo pipefail
 echo_bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}/async-echo
-addr=${RPING_ADDR:-198.18.0.1}
+addr=${UMEM_RPING_ADDR:-198.18.0.1}
 port=7490
 logs=$(mktemp -d)
 . "$(dirname "$0")/../lib/smoke.sh"
