@@ -86,7 +86,7 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
             let before = messages?.figures()
             let elapsed = try measureBandwidth(
               test, iterations: iterations, depth: settings.queueDepth, moderation: moderation,
-              areas: areas, messages: messages, id, qp, cq, data)
+              areas: areas, messages: messages, id, qp, cq, data, &pending)
             var bandwidth = Result.bandwidth(
               test, bytes: size, iterations: iterations, nanoseconds: elapsed)
             bandwidth.cqModeration = min(moderation, settings.queueDepth)
@@ -101,11 +101,11 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
             measured = bandwidth
           case .writeLatency:
             let samples = try measureWriteLatency(
-              iterations: iterations, areas: areas, isClient: true, id, qp, cq, data)
+              iterations: iterations, areas: areas, isClient: true, id, qp, cq, data, &pending)
             measured = .latency(test, bytes: size, samples: samples)
           case .readLatency:
             let samples = try measureReadLatency(
-              iterations: iterations, areas: areas, id, qp, cq, data)
+              iterations: iterations, areas: areas, id, qp, cq, data, &pending)
             measured = .latency(test, bytes: size, samples: samples)
           }
           result.results.append(measured)

@@ -110,13 +110,23 @@ struct LivenessCheck {
 /// (on rxe a WRITE to a dead peer ends with "remote access error"), so the
 /// connection's events get up to a second to say so before the completion's
 /// own error is reported.
-func reap(_ cq: borrowing CompletionQueue, _ id: borrowing ConnectionID) throws -> UInt64? {
+///
+/// A receive it takes is a control message that arrived early (the peer
+/// saw this side's last WRITE land and sent its next request before this
+/// side reaped that WRITE's completion: across hosts the ACK comes late);
+/// it goes to `pending`, where the control path finds it.
+func reap(
+  _ cq: borrowing CompletionQueue, _ id: borrowing ConnectionID,
+  _ pending: inout PendingCompletions
+) throws -> UInt64? {
   var failure: WorkCompletion? = nil
   var last: UInt64? = nil
   try cq.poll(maximum: 16) { wc in
     if !wc.status.isSuccess {
       failure = failure ?? wc
-    } else if wc.opcode != .receive {
+    } else if wc.opcode == .receive {
+      pending.hold(wc)
+    } else {
       last = wc.id
     }
   }
@@ -142,7 +152,7 @@ func measureBandwidth(
   _ test: Test, iterations: Int, depth: Int, moderation: Int, areas: Areas,
   messages: MessageBuffers?,
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
-  _ data: borrowing MemoryRegion
+  _ data: borrowing MemoryRegion, _ pending: inout PendingCompletions
 ) throws -> UInt64 {
   let moderation = max(1, min(moderation, depth))
   let fixed =
@@ -166,7 +176,7 @@ func measureBandwidth(
       let local = try messages?.scatterGather(request: posted, size: areas.size) ?? fixed
       try qp.postSend(operation, local, id: UInt64(posted), signaled: signaled)
     }
-    if let done = try reap(cq, id) {
+    if let done = try reap(cq, id, &pending) {
       // Ids are at most `posted`, which fits in Int.
       let through = Int(done)
       if let messages, through > completed {
@@ -188,7 +198,7 @@ func measureBandwidth(
 func measureWriteLatency(
   iterations: Int, areas: Areas, isClient: Bool,
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
-  _ data: borrowing MemoryRegion
+  _ data: borrowing MemoryRegion, _ pending: inout PendingCompletions
 ) throws -> [UInt64] {
   let local = try data.scatterGather(offset: 0, count: areas.size)
   var stamps: [UInt64] = []
@@ -201,7 +211,7 @@ func measureWriteLatency(
     if !isClient {
       // The server answers: wait for the client's round first.
       while areas.watchedIncoming.load(as: UInt8.self) != mark {
-        if try reap(cq, id) != nil { unreaped = 0 }
+        if try reap(cq, id, &pending) != nil { unreaped = 0 }
         try liveness.tick(id)
       }
     }
@@ -212,7 +222,7 @@ func measureWriteLatency(
     if isClient {
       // reap() calls into the provider, so the load below is re-read each time.
       while true {
-        if try reap(cq, id) != nil { unreaped = 0 }
+        if try reap(cq, id, &pending) != nil { unreaped = 0 }
         if areas.watchedIncoming.load(as: UInt8.self) == mark && unreaped == 0 { break }
         try liveness.tick(id)
       }
@@ -220,7 +230,7 @@ func measureWriteLatency(
     liveness.progressed()
   }
   while unreaped > 0 {
-    if try reap(cq, id) != nil { unreaped = 0 } else { try liveness.tick(id) }
+    if try reap(cq, id, &pending) != nil { unreaped = 0 } else { try liveness.tick(id) }
   }
   guard isClient else { return [] }
   stamps.append(nanoseconds())
@@ -232,7 +242,7 @@ func measureWriteLatency(
 func measureReadLatency(
   iterations: Int, areas: Areas,
   _ id: borrowing ConnectionID, _ qp: borrowing QueuePair, _ cq: borrowing CompletionQueue,
-  _ data: borrowing MemoryRegion
+  _ data: borrowing MemoryRegion, _ pending: inout PendingCompletions
 ) throws -> [UInt64] {
   let local = try data.scatterGather(offset: areas.incomingOffset, count: areas.size)
   var samples: [UInt64] = []
@@ -241,7 +251,7 @@ func measureReadLatency(
   for round in 0..<iterations {
     let start = nanoseconds()
     try qp.postSend(.read(from: areas.peerOutgoing), local, id: UInt64(round), signaled: true)
-    while try reap(cq, id) == nil { try liveness.tick(id) }
+    while try reap(cq, id, &pending) == nil { try liveness.tick(id) }
     liveness.progressed()
     samples.append(nanoseconds() - start)
   }

@@ -92,7 +92,7 @@ func serve(_ id: borrowing ConnectionID, peer: String, _ settings: ServerSetting
           try send(Message(.ack), &pending, id, qp, cq, control, base: controlBase)
           if test == .writeLatency {
             _ = try measureWriteLatency(
-              iterations: iterations, areas: areas, isClient: false, id, qp, cq, data)
+              iterations: iterations, areas: areas, isClient: false, id, qp, cq, data, &pending)
           }
           if settings.verbose { log("client \(peer): \(test.name) \(size) B x \(iterations)") }
         default:

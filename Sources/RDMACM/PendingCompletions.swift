@@ -23,6 +23,14 @@ public struct PendingCompletions: Sendable {
     self.dropping = dropping
   }
 
+  /// Keeps a completion that the caller's own poll took (a busy-poll loop
+  /// that wants only its send completions, say), so a later ``next(_:on:of:timeout:)``
+  /// for its kind still finds it instead of waiting for one that was
+  /// already consumed. Kinds in ``dropping`` are not kept.
+  public mutating func hold(_ completion: WorkCompletion) {
+    if !dropping.contains(completion.opcode) { waiting.append(completion) }
+  }
+
   /// Returns the oldest completion of kind `opcode`, waiting on `cq` for
   /// one if none is held.
   ///
