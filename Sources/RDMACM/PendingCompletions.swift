@@ -63,7 +63,7 @@ public struct PendingCompletions: Sendable {
       }
       for wc in try id.waitForCompletions(on: cq, timeout: left) {
         do { try wc.checkSuccess() } catch { throw CMError(error) }
-        if !dropping.contains(wc.opcode) { waiting.append(wc) }
+        hold(wc)
       }
     }
   }
