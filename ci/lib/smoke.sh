@@ -8,6 +8,52 @@ show() { sed 's/^/     | /' "$1" | grep -v 'ping data' | head -n 8; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+# json_check FILE [JQ_ARGS...] FILTER: runs jq's FILTER on the JSON in FILE
+# ("-" for standard input) and prints its output (raw strings). FILTER may
+# use `need(CONDITION; MESSAGE)`, which passes its input on when CONDITION
+# holds and stops with MESSAGE when it does not, and `hex`, which reads a
+# "0x..." string as a number. Exit status non-zero when a need fails, the
+# input is empty, the JSON does not parse or the filter's last output is false
+# or null. jq, not python3: a python3 start took 12 s inside the emulated VM,
+# jq's 0.2 s.
+json_check() {
+  local file=$1 filter=${!#} json
+  set -- "${@:2:$# - 2}"
+  json=$(cat -- "$file") || return 1
+  # jq 1.6 exits 0 on empty input, even with -e.
+  if [ -z "${json//[[:space:]]/}" ]; then
+    echo "json_check: no JSON in ${file/#-/standard input}" >&2
+    return 1
+  fi
+  printf '%s\n' "$json" | jq -r -e "$@" "
+    def need(c; m): if c then . else error(m) end;
+    def hex: ltrimstr(\"0x\") | ascii_downcase | explode
+      | reduce .[] as \$c (0; . * 16 + (if \$c >= 97 then \$c - 87 else \$c - 48 end));
+    $filter"
+}
+
+# perf_report_check FILE ITERATIONS: checks an rdma-perf client's JSON report
+# of the default run (all four tests at 64 B, 4 KiB and 64 KiB): 12 results,
+# bandwidth runs of ITERATIONS messages at a positive rate, latency figures
+# in order (min <= median <= max, min <= p99 <= max), both sides' regions
+# planned, an rxe device. Prints one line of figures; shared by ci/smoke/40
+# (one host) and ci/smoke2/40 (across the wire).
+perf_report_check() {
+  json_check "$1" --argjson iterations "$2" '
+    .results as $res
+    | def one(t; b): [$res[] | select(.test == t and .bytes == b)][0];
+    need(($res | length) == 12; "\($res | length) results, not 12")
+    | need(all($res[] | select(.test | endswith("bw"));
+               .mibPerSecond > 0 and .iterations == $iterations); "a bandwidth result: \($res)")
+    | need(all($res[] | select(.test | endswith("lat")) | .latency;
+               0 < .min and .min <= .typical and .typical <= .max and .min <= .p99 and .p99 <= .max);
+           "a latency result out of order: \($res)")
+    | need(all(.clientRegion, .serverRegion; .planned and .hcaPageSize >= 4096 and .blocks >= 1);
+           "a region was not planned: \(.clientRegion), \(.serverRegion)")
+    | need(.device | startswith("rxe"); "device \(.device)")
+    | "12 results; write-bw 64K \(one("write-bw"; 65536).mibPerSecond * 10 | floor / 10) MiB/s; write-lat 64 B \(one("write-lat"; 64).latency.typical * 10 | floor / 10) us; server plan: HCA page \(.serverRegion.hcaPageSize), \(.serverRegion.blocks) blocks"'
+}
+
 # ends_within PID SECONDS: waits up to SECONDS for the background process
 # PID to exit. Sets $status (its exit status) and $took (seconds waited) and
 # returns 0; if it is still running then, kills it and returns 1.

@@ -7,6 +7,7 @@
 # device tests, with UMEM_SCRATCH (build folder), UMEM_BIN ($UMEM_SCRATCH/debug)
 # and UMEM_OUT (writable) set; exit 0 means passed, anything else failed.
 set -euo pipefail
+. "$(dirname "$0")/../lib/smoke.sh"
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 
 echo "+ umem devices"
@@ -24,25 +25,24 @@ echo "$out" | grep -q "^iova        0x7f0000000000$" || { echo "--iova not appli
 echo "$out" | grep -q "RDMA WRITE+READ of 4 KiB through rkey 0x[0-9a-f]* verified" \
   || { echo "--check-rdma did not verify" >&2; exit 1; }
 echo "+ umem devices --json"
-"$bin/umem" devices --json | python3 -c 'import json, sys; d = json.load(sys.stdin); print("devices --json:", [x.get("name") for x in (d if isinstance(d, list) else d.get("devices", []))])'
+"$bin/umem" devices --json | json_check - '
+  (if type == "array" then . else .devices end) as $d
+  | need(($d | length) > 0; "devices --json lists no device")
+  | "devices --json: \([$d[].name] | join(", "))"'
 
 # The owned tier from the command line: 4 threads on one shared domain, and
 # the pinned bytes and open regions back where they started.
 echo "+ umem register --size 4K --threads 4 --cycles 200 --json"
 out=$("$bin/umem" register --size 4K --threads 4 --cycles 200 --json)
 echo "$out"
-python3 - "$out" <<'PY'
-import json, sys
-report = json.loads(sys.argv[1])
-assert report["tier"] == "owned", report
-assert report["threads"] == 4 and report["cycles"] == 200, report
-assert report["registrationsPerSecond"] > 0, report
-assert report["pinnedBytesBefore"] == report["pinnedBytesAfter"], report
-assert report["openRegionsBefore"] is not None, "rdma resource show mr did not answer"
-assert report["openRegionsBefore"] == report["openRegionsAfter"], report
-print("owned tier: %d registrations/s on 4 threads, nothing left pinned or registered"
-      % report["registrationsPerSecond"])
-PY
+echo "$out" | json_check - '
+  need(.tier == "owned"; "tier \(.tier), not owned")
+  | need(.threads == 4 and .cycles == 200; "threads \(.threads), cycles \(.cycles)")
+  | need(.registrationsPerSecond > 0; "no registrations per second")
+  | need(.pinnedBytesBefore == .pinnedBytesAfter; "pinned \(.pinnedBytesBefore) B before, \(.pinnedBytesAfter) B after")
+  | need(.openRegionsBefore != null; "rdma resource show mr did not answer")
+  | need(.openRegionsBefore == .openRegionsAfter; "open MRs \(.openRegionsBefore) before, \(.openRegionsAfter) after")
+  | "owned tier: \(.registrationsPerSecond | floor) registrations/s on 4 threads, nothing left pinned or registered"'
 echo "+ umem register --threads 2 --tier scoped (must be a usage error, exit 64)"
 set +e
 "$bin/umem" register --size 4K --threads 2 --tier scoped 2>/dev/null

@@ -6,30 +6,22 @@
 # with the userfaultfd monitor, then an unprivileged process (which needs
 # UFFD_USER_MODE_ONLY, or falls back to explicit invalidation and says so).
 set -euo pipefail
+. "$(dirname "$0")/../lib/smoke.sh"
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 
 check() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-report, kind = json.loads(sys.argv[1]), sys.argv[2]
-stats = report["statistics"]
-assert report["hits"] == report["lookups"], report
-assert report["misses"] == 0, report
-assert report["registrationsAvoided"] >= report["lookups"], report
-assert stats["registrations"] == report["regions"], stats
-assert stats["liveRegistrations"] == 0, "closed cache left registrations: %s" % stats
-assert stats["deregistrations"] == stats["registrations"], stats
-monitor = stats["monitor"]
-if kind == "unprivileged":
-    if "userfaultfd" in monitor:
-        assert monitor["userfaultfd"]["userModeOnly"], monitor
-    else:
-        assert "userfaultfd" in monitor["explicitOnly"]["reason"], monitor
-else:
-    assert "userfaultfd" in monitor, monitor
-print("%s: %d hits at %.0f ns, miss %.1f us, monitor %s"
-      % (kind, report["hits"], report["hitNanoseconds"], report["missNanoseconds"] / 1000, monitor))
-PY
+  echo "$1" | json_check - --arg kind "$2" '
+    .statistics as $s | $s.monitor as $m
+    | need(.hits == .lookups; "\(.hits) hits of \(.lookups) lookups")
+    | need(.misses == 0; "\(.misses) misses in the timed loop")
+    | need(.registrationsAvoided >= .lookups; "registrationsAvoided \(.registrationsAvoided)")
+    | need($s.registrations == .regions; "\($s.registrations) registrations for \(.regions) regions")
+    | need($s.liveRegistrations == 0; "closed cache left registrations: \($s)")
+    | need($s.deregistrations == $s.registrations; "\($s.deregistrations) deregistrations of \($s.registrations)")
+    | need(if $kind != "unprivileged" then $m | has("userfaultfd")
+           elif $m | has("userfaultfd") then $m.userfaultfd.userModeOnly
+           else $m.explicitOnly.reason | test("userfaultfd") end; "monitor \($m)")
+    | "\($kind): \(.hits) hits at \(.hitNanoseconds | floor) ns, miss \(.missNanoseconds / 100 | floor / 10) us, monitor \($m | tojson)"'
 }
 
 echo "+ umem cache-bench --registrar counter --regions 1000 --lookups 100000 --json"

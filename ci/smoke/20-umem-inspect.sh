@@ -8,37 +8,29 @@
 # `umem plan --phyrs-file` given that JSON (through standard input) plans it
 # the same way, under the same kernel rule set.
 set -euo pipefail
+. "$(dirname "$0")/../lib/smoke.sh"
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
 out=${UMEM_OUT:-/tmp}
 
 for backing in plain thp; do
   echo "+ umem inspect --size 8M --backing $backing --register --json"
   "$bin/umem" inspect --size 8M --backing "$backing" --register --json > "$out/inspect-$backing.json"
-  python3 - "$out/inspect-$backing.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-phyrs = r["phyrs"]
-assert r["physicalAddressesAvailable"] is True, r.get("unavailableReason")
-assert phyrs and all(len(p) == 2 for p in phyrs), "no phyr list"
-assert sum(int(l, 16) for _, l in phyrs) == int(r["length"], 16), "phyr lengths do not add up"
-for key in ("pageSize", "blockCount", "iova", "dmaOffset", "firstBlock", "lastBlock", "pageSizes"):
-    assert r.get(key) is not None, key
-reg = r["register"]
-assert reg["iova"] == r["iova"] and reg["lkey"] and reg["rkey"], reg
-print(f"  {len(phyrs)} runs, largest {r['largestRun']}, page size {r['pageSize']}, "
-      f"{r['blockCount']} blocks, table {r['tableBytes']} B vs {r['tableBytes4K']} B at 4K, "
-      f"THP {r['obtained']['transparentHugeBytes'] >> 20} MiB, "
-      f"register {reg['registerNanoseconds'] / 1e6:.2f} ms, plan +{reg['planOverheadPercent']:.1f}%")
-PY
+  json_check "$out/inspect-$backing.json" '
+    .register as $reg
+    | need(.physicalAddressesAvailable == true; "no physical addresses: \(.unavailableReason)")
+    | need((.phyrs | length) > 0 and all(.phyrs[]; length == 2); "no phyr list")
+    | need(([.phyrs[][1] | hex] | add) == (.length | hex); "phyr lengths do not add up")
+    | . as $r
+    | need(all("pageSize", "blockCount", "iova", "dmaOffset", "firstBlock", "lastBlock", "pageSizes";
+               $r[.] != null); "a plan field is missing")
+    | need($reg.iova == .iova and ($reg.lkey | length) > 0 and ($reg.rkey | length) > 0; "register: \($reg)")
+    | "  \(.phyrs | length) runs, largest \(.largestRun), page size \(.pageSize), \(.blockCount) blocks, table \(.tableBytes) B vs \(.tableBytes4K) B at 4K, THP \(.obtained.transparentHugeBytes / 1048576 | floor) MiB, register \($reg.registerNanoseconds / 10000 | floor / 100) ms, plan +\($reg.planOverheadPercent * 10 | floor / 10)%"'
   echo "+ umem plan --iova auto --phyrs-file - --json < inspect-$backing.json"
   "$bin/umem" plan --iova auto --phyrs-file - --json <"$out/inspect-$backing.json" >"$out/plan-$backing.json"
-  python3 - "$out/inspect-$backing.json" "$out/plan-$backing.json" <<'PY'
-import json, sys
-inspect, plan = (json.load(open(p)) for p in sys.argv[1:3])
-keys = ("pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset",
-        "rules", "runningKernel", "maxSegmentSize")
-assert all(inspect[k] == plan[k] for k in keys), (inspect, plan)
-print(f"  umem plan from the phyrs file: the same page size, blocks and iova, "
-      f"rules {plan['rules']} (running kernel {plan['runningKernel']})")
-PY
+  json_check "$out/plan-$backing.json" --slurpfile inspect "$out/inspect-$backing.json" '
+    ["pageSize", "blockCount", "firstBlock", "lastBlock", "iova", "dmaOffset",
+     "rules", "runningKernel", "maxSegmentSize"] as $keys
+    | . as $plan | $inspect[0] as $i
+    | need(all($keys[]; $i[.] == $plan[.]); "plan and inspect differ: \([$keys[] | select($i[.] != $plan[.]) | {key: ., inspect: $i[.], plan: $plan[.]}])")
+    | "  umem plan from the phyrs file: the same page size, blocks and iova, rules \(.rules) (running kernel \(.runningKernel))"'
 done

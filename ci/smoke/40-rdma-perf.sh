@@ -24,25 +24,7 @@ timeout 300 "$perf" client -a "$addr" -p 7480 --iterations 100 --json >"$logs/r1
 cs=$?
 wait "$sp"
 ss=$?
-check=$(python3 - "$logs/r1.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-res = r["results"]
-assert len(res) == 12, f"{len(res)} results"
-for x in res:
-    if x["test"].endswith("bw"):
-        assert x["mibPerSecond"] > 0 and x["iterations"] == 100, x
-    else:
-        l = x["latency"]
-        assert 0 < l["min"] <= l["typical"] <= l["max"] and l["min"] <= l["p99"] <= l["max"], x
-for side in ("clientRegion", "serverRegion"):
-    p = r[side]
-    assert p["planned"] and p["hcaPageSize"] >= 4096 and p["blocks"] >= 1, (side, p)
-assert r["device"].startswith("rxe"), r["device"]
-print(f'{len(res)} results; write-bw 64K {res[2]["mibPerSecond"]:.1f} MiB/s; '
-      f'server plan: HCA page {r["serverRegion"]["hcaPageSize"]}, {r["serverRegion"]["blocks"]} blocks')
-PY
-)
+check=$(perf_report_check "$logs/r1.json" 100)
 if [ "$cs" -eq 0 ] && [ "$ss" -eq 0 ] && [ -n "$check" ]; then
   ok "all tests at 64 B, 4 KiB, 64 KiB: client 0, server 0, $check"
 else
@@ -149,9 +131,8 @@ base=$(snapshot)
 timeout 120 "$perf" client -a "$addr" -p 7484 --tests write-bw --sizes 4K --iterations 50 --json \
   --output "$logs/r7.json" >"$logs/c7.json" 2>"$logs/c7"
 cs=$?
-if [ "$cs" -eq 0 ] && python3 -c 'import json, sys
-a, b = (json.load(open(f)) for f in sys.argv[1:])
-assert a == b and len(a["results"]) == 1, (a, b)' "$logs/r7.json" "$logs/c7.json"; then
+if [ "$cs" -eq 0 ] && json_check "$logs/r7.json" --slurpfile stdout "$logs/c7.json" '
+  need(. == $stdout[0]; "the file differs from stdout") | need((.results | length) == 1; "\(.results | length) results")' >/dev/null; then
   ok "--output wrote the same report as stdout (client exit 0)"
 else
   fail "--output: client exit $cs, or the file differs from stdout"
@@ -195,16 +176,11 @@ timeout 120 "$perf" client -a "$addr" -p 7485 --tests write-bw --sizes 4K --iter
   --reuse --message-buffers 4 --json >"$logs/r8.json" 2>"$logs/c8"
 cs=$?
 wait "$sp"
-check=$(python3 - "$logs/r8.json" <<'PY'
-import json, sys
-x = json.load(open(sys.argv[1]))["results"][0]
-assert x["registration"] == "cached" and x["messageBuffers"] == 4, x
-assert x["cacheMisses"] == 4 and x["cacheHits"] == 196, x
-assert x["mibPerSecond"] > 0, x
-print(f'{x["cacheHits"]} hits, {x["cacheMisses"]} misses, {x["mibPerSecond"]:.1f} MiB/s, '
-      f'monitor {x["cacheMonitor"]}')
-PY
-)
+check=$(json_check "$logs/r8.json" '.results[0]
+  | need(.registration == "cached" and .messageBuffers == 4; "registration \(.registration), \(.messageBuffers) buffers")
+  | need(.cacheMisses == 4 and .cacheHits == 196; "\(.cacheHits) hits, \(.cacheMisses) misses (expected 196 and 4)")
+  | need(.mibPerSecond > 0; "no bandwidth")
+  | "\(.cacheHits) hits, \(.cacheMisses) misses, \(.mibPerSecond * 10 | floor / 10) MiB/s, monitor \(.cacheMonitor)"')
 if [ "$cs" -eq 0 ] && [ -n "$check" ]; then
   ok "write-bw --reuse: $check"
 else
