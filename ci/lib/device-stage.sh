@@ -13,7 +13,9 @@
 # Environment: UMEM_SCRATCH (build folder, default .build),
 # UMEM_DEVICE_TEST_TIMEOUT (default 900 s), UMEM_SMOKE_TIMEOUT (default 600 s
 # per script), UMEM_DEVICE_SMOKE (default 1; 0 runs the device tests only and
-# leaves smoke.results empty), UMEM_CI_RESULTS (the results folder; give each
+# leaves smoke.results empty), UMEM_SMOKE_ONLY (script names, e.g.
+# "30-rping.sh 31-rping-faults.sh": run just these) and UMEM_SMOKE_SKIP
+# (script names to leave out), UMEM_CI_RESULTS (the results folder; give each
 # kernel its own, e.g. $UMEM_OUT/ci-test/kernel-7, to keep runs apart).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 125
@@ -68,6 +70,8 @@ export UMEM_SCRATCH=$scratch UMEM_BIN=$scratch/debug
 for script in ci/smoke/*; do
   [ -f "$script" ] || continue
   name=$(basename "$script")
+  if [ -n "${UMEM_SMOKE_ONLY:-}" ] && [[ " $UMEM_SMOKE_ONLY " != *" $name "* ]]; then continue; fi
+  if [[ " ${UMEM_SMOKE_SKIP:-} " == *" $name "* ]]; then continue; fi
   if [ ! -x "$script" ]; then
     # A smoke test that cannot run is a failure, not a silent skip.
     echo "<-- smoke $name FAILED: not executable (chmod +x $script)" | tee -a "$res/smoke.log"
