@@ -26,10 +26,16 @@ struct CacheBench: ParsableCommand {
   var registrar: RegistrarKind = .verbs
   @Option(help: "userfaultfd (falls back to explicit where refused) or explicit.")
   var monitor: MonitorKind = .userfaultfd
+  @Option(
+    help:
+      "What each timed lookup returns: lease (RegistrationCache.lease, a noncopyable value) or object (RegistrationCache.lookup, a CachedRegistration)."
+  )
+  var handle: HandleKind = .lease
   @Flag(help: "Print one JSON object.") var json = false
 
   enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
   enum MonitorKind: String, ExpressibleByArgument, CaseIterable { case userfaultfd, explicit }
+  enum HandleKind: String, ExpressibleByArgument, CaseIterable { case lease, object }
 
   func validate() throws {
     guard let bytes = parseSize(size), bytes > 0, bytes <= 1 << 30 else {
@@ -65,6 +71,8 @@ struct CacheBench: ParsableCommand {
     var lookups: Int
     var threads: Int
     var size: Int
+    /// What the timed lookups returned: "lease" or "object".
+    var handle: String
     var hits: Int
     var misses: Int
     var registrationsAvoided: Int
@@ -165,6 +173,7 @@ struct CacheBench: ParsableCommand {
       // Plain locals: the closures below must not read the option wrappers.
       let threadCount = threads
       let regionCount = regions
+      let handleKind = handle
       let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])
       let cpu = Mutex<[Double]>([])
@@ -184,8 +193,15 @@ struct CacheBench: ParsableCommand {
           let cpuStart = threadCPUNanoseconds()
           let start = ContinuousClock.now
           do {
-            for address in order {
-              try cache.lookup(address: address, length: bytes, access: access).release()
+            switch handleKind {
+            case .lease:
+              for address in order {
+                try cache.lease(address: address, length: bytes, access: access).release()
+              }
+            case .object:
+              for address in order {
+                try cache.lookup(address: address, length: bytes, access: access).release()
+              }
             }
           } catch {
             failure.withLock { $0 = "\(error)" }
@@ -211,7 +227,7 @@ struct CacheBench: ParsableCommand {
       cache.close()
       let report = Report(
         registrar: registrar.rawValue, device: pd?.context.name, regions: regions,
-        lookups: perThread * threads, threads: threads, size: bytes,
+        lookups: perThread * threads, threads: threads, size: bytes, handle: handle.rawValue,
         hits: after.hits - before.hits, misses: after.misses - before.misses,
         registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
         hitThreadCPUNanoseconds: hitCPU,
@@ -227,7 +243,8 @@ struct CacheBench: ParsableCommand {
         print("registrar   \(report.registrar)\(report.device.map { " on \($0)" } ?? "")")
         print("monitor     \(report.statistics.monitor)")
         print(
-          "regions     \(regions) x \(bytes) B, \(report.lookups) lookups on \(threads) thread(s)")
+          "regions     \(regions) x \(bytes) B, \(report.lookups) lookups on \(threads) thread(s), "
+            + "each a \(handle.rawValue)")
         print(
           "hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release, "
             + "\(format(hitCPU)) of thread CPU time)")

@@ -20,25 +20,25 @@ public final class CachedRegistration: @unchecked Sendable {
   /// readable after release.
   let held: Unmanaged<CacheEntry>
   private let released = Atomic<Bool>(false)
+  private let range: CachedRange
   /// First registered byte: the looked-up address rounded down to a page.
-  public let address: UInt64
+  public var address: UInt64 { range.address }
   /// Registered bytes: the looked-up range rounded out to whole pages (or
   /// more, when it was merged with overlapping entries).
-  public let length: Int
+  public var length: Int { range.length }
   /// The access the registration has: at least the access asked for.
-  public let access: MemoryAccess
+  public var access: MemoryAccess { range.access }
   /// Local key, for scatter/gather entries.
-  public let lkey: UInt32
+  public var lkey: UInt32 { range.lkey }
   /// Remote key, for peers.
-  public let rkey: UInt32
+  public var rkey: UInt32 { range.rkey }
   /// The IOVA of ``address``.
-  public let iova: UInt64
+  public var iova: UInt64 { range.iova }
 
+  /// Takes over a hold already counted in the entry's holders.
   init(_ held: Unmanaged<CacheEntry>) {
     self.held = held
-    (address, length, access, lkey, rkey, iova) = held._withUnsafeGuaranteedRef {
-      ($0.start, $0.length, $0.access, $0.registered.lkey, $0.registered.rkey, $0.registered.iova)
-    }
+    range = CachedRange(held)
   }
 
   deinit {
@@ -71,40 +71,11 @@ public final class CachedRegistration: @unchecked Sendable {
   public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
     -> ScatterGatherElement
   {
-    let offset = try self.offset(of: address, count: count, operation: "ibv_sge")
-    guard let length32 = UInt32(exactly: count) else {
-      throw VerbsError(
-        .invalidArgument, operation: "ibv_sge", errno: EINVAL,
-        message: "one scatter/gather entry covers at most 4 GiB - 1 bytes; got \(count). "
-          + "Split the transfer into several work requests", checkedBeforeCall: true)
-    }
-    return ScatterGatherElement(address: iova + offset, length: length32, lkey: lkey)
+    try range.scatterGather(address: address, count: count)
   }
 
   /// What a peer needs to reach `count` bytes at virtual `address`.
   public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
-    let offset = try self.offset(of: address, count: count, operation: "remote")
-    return RemoteBuffer(address: iova + offset, length: UInt64(count), rkey: rkey)
-  }
-
-  private func offset(of address: UInt64, count: Int, operation: String) throws(VerbsError)
-    -> UInt64
-  {
-    // `address >= start` first, so the subtraction cannot wrap; `count` is
-    // non-negative and below the length, which fits in UInt64.
-    guard address >= self.address, count >= 0, address - self.address <= UInt64(length),
-      UInt64(count) <= UInt64(length) - (address - self.address)
-    else {
-      throw VerbsError(
-        .invalidArgument, operation: operation, errno: EINVAL,
-        message: "\(count) bytes at 0x\(String(address, radix: 16)) are outside the cached "
-          + "registration 0x\(String(self.address, radix: 16)) + \(length); look up the "
-          + "range you send from", checkedBeforeCall: true)
-    }
-    return address - self.address
+    try range.remote(address: address, count: count)
   }
 }
-
-#if canImport(Glibc)
-  import Glibc
-#endif

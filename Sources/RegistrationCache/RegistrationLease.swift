@@ -1,0 +1,87 @@
+import Verbs
+
+/// A registration from ``RegistrationCache/lease(address:length:access:)``,
+/// held as a noncopyable value: the promise of a ``CachedRegistration``
+/// (registered, with valid keys, until released, even if the cache drops it
+/// meanwhile) without an object behind it. A lookup that hits costs no
+/// allocation, and the lease has no released flag to test: the compiler
+/// makes sure it is released exactly once. ``release()`` consumes it, a
+/// lease that goes out of scope is released, and a released lease cannot
+/// be used (it no longer exists), where a released handle answers with its
+/// copied keys.
+///
+/// ```swift
+/// let lease = try cache.lease(address: buffer, length: 4096)
+/// try qp.postSend(.send, lease.scatterGather(address: buffer, count: 4096), id: 1)
+/// // ... after the completion:
+/// lease.release()
+/// ```
+///
+/// `Sendable`: a lease may move to another thread and be released there.
+/// To keep it in an array or share it, turn it into a handle with
+/// ``shared()``.
+public struct RegistrationLease: ~Copyable, @unchecked Sendable {
+  // @unchecked: `held` is an unretained reference to an entry whose holder
+  // count this lease owns one of (CacheEntry is Sendable); the rest is
+  // immutable values.
+  private let held: Unmanaged<CacheEntry>
+  private let range: CachedRange
+
+  /// Takes over a hold already counted in the entry's holders.
+  @inline(__always)
+  init(_ held: Unmanaged<CacheEntry>) {
+    self.held = held
+    range = CachedRange(held)
+  }
+
+  deinit {
+    held._withUnsafeGuaranteedRef { $0.release() }
+  }
+
+  /// Gives the registration back (the cache may then evict it; the last
+  /// release of one the cache has dropped deregisters it, `ibv_dereg_mr`).
+  public consuming func release() {}
+
+  /// The same hold as a ``CachedRegistration``: an object that can be
+  /// stored in an array or dictionary, or shared between owners.
+  public consuming func shared() -> CachedRegistration {
+    let held = self.held
+    discard self
+    return CachedRegistration(held)
+  }
+
+  /// First registered byte: the looked-up address rounded down to a page.
+  public var address: UInt64 { range.address }
+  /// Registered bytes: the looked-up range rounded out to whole pages (or
+  /// more, when it was merged with overlapping entries).
+  public var length: Int { range.length }
+  /// The access the registration has: at least the access asked for.
+  public var access: MemoryAccess { range.access }
+  /// Local key, for scatter/gather entries.
+  public var lkey: UInt32 { range.lkey }
+  /// Remote key, for peers.
+  public var rkey: UInt32 { range.rkey }
+  /// The IOVA of ``address``.
+  public var iova: UInt64 { range.iova }
+
+  /// The region itself; nil for caches built over a test registrar.
+  public var region: SharedMemoryRegion? {
+    held._withUnsafeGuaranteedRef { $0.registered.region }
+  }
+  /// False once the cache no longer serves this registration (it stays
+  /// valid for this lease either way).
+  public var isCached: Bool { held._withUnsafeGuaranteedRef { !$0.isDetached } }
+
+  /// A local scatter/gather entry for `count` bytes at virtual `address`,
+  /// which must lie inside the registration.
+  public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
+    -> ScatterGatherElement
+  {
+    try range.scatterGather(address: address, count: count)
+  }
+
+  /// What a peer needs to reach `count` bytes at virtual `address`.
+  public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
+    try range.remote(address: address, count: count)
+  }
+}
