@@ -44,11 +44,14 @@ struct RegistrationCacheOnDevice {
 
     /// What a peer READs through `handle` at `address`.
     func peerReads(_ handle: CachedRegistration, address: UInt64, count: Int) throws -> [UInt8] {
+      try peerReads(handle.remote(address: address, count: count), count: count)
+    }
+
+    /// What a peer READs at `remote`.
+    func peerReads(_ remote: RemoteBuffer, count: Int) throws -> [UInt8] {
       let id = nextID
       nextID += 1
-      try a.postSend(
-        .read(from: handle.remote(address: address, count: count)),
-        landing.scatterGather(count: count), id: id)
+      try a.postSend(.read(from: remote), landing.scatterGather(count: count), id: id)
       let completion = try cq.wait(for: 1)[0]
       try completion.checkSuccess()
       return try landing.memory!.load(0..<count)
@@ -62,6 +65,34 @@ struct RegistrationCacheOnDevice {
   static func expectMonitor(_ cache: RegistrationCache) {
     let monitor = cache.statistics.monitor
     #expect(monitor.isAutomatic, "the VM runs as root on 6.1: userfaultfd expected, got \(monitor)")
+  }
+
+  /// A lease is the handle's promise without the object: a peer reads the
+  /// leased pages, the registration survives an invalidation while leased,
+  /// its release deregisters it, and the next lease registers afresh.
+  @Test func aLeaseKeepsItsKeysThroughAnInvalidation() throws {
+    try expectNoLeaks("lease") {
+      let lab = try Lab()
+      let length = 64 << 10
+      let address = mapAnonymous(length)
+      defer { unmap(address, length) }
+      Self.fill(address, length, with: 0x22)
+      let lease = try lab.cache.lease(address: address, length: length, access: Self.readable)
+      let remote = try lease.remote(address: address + 4096, count: 4096)
+      #expect(try lab.peerReads(remote, count: 4096) == Array(repeating: 0x22, count: 4096))
+      lab.cache.invalidate(address: address, length: length)
+      let cached = lease.isCached
+      #expect(!cached && lab.cache.statistics.deregistrations == 0)
+      Self.fill(address, length, with: 0x33)
+      #expect(try lab.peerReads(remote, count: 4096) == Array(repeating: 0x33, count: 4096))
+      lease.release()
+      #expect(lab.cache.statistics.deregistrations == 1)
+      let again = try lab.cache.lease(address: address, length: length, access: Self.readable)
+      let key = again.rkey
+      #expect(key != remote.rkey && lab.cache.statistics.registrations == 2)
+      again.release()
+      lab.cache.close()
+    }
   }
 
   /// libfabric-cray #1350: munmap, mmap at the same address, lookup.

@@ -45,11 +45,22 @@ import ToolSupport
   @Test(arguments: [
     ["--sizes", ""], ["-s", ",,"], ["--sizes", "64,,4K"], ["--tests", ""], ["--tests", ","],
     ["--sizes", "2G"], ["--sizes", "0"], ["-n", "1"], ["-n", "9223372036854775807"],
+    ["--peer-timeout", "99999"], ["--peer-timeout", "-1"], ["--peer-timeout", "x"],
   ])
   func emptyOrOutOfRangeSelectionsAreUsageErrors(extra: [String]) {
     let result = TestTools.run([perf, "client", "-a", "127.0.0.1"] + extra)
     #expect(result.status == 64, "\(result.stdout) \(result.stderr)")
     #expect(result.stderr.contains("Error:"), "\(result.stderr)")
+  }
+
+  /// rping's peer-silence limit (`-w SECONDS`) is checked before anything
+  /// is opened; rping keeps rdma-core's rping's convention of exiting with
+  /// EINVAL (22) for a bad option.
+  @Test(arguments: ["abc", "99999", "-1", ""])
+  func rpingRefusesABadPeerSilenceLimit(value: String) {
+    let result = TestTools.run([TestTools.executable("rping"), "-c", "-a", "127.0.0.1", "-w", value])
+    #expect(result.status == 22, "\(result.stdout) \(result.stderr)")
+    #expect(result.stderr.contains("-w"), "\(result.stderr)")
   }
 
   @Test func aOneGiBSizeIsAccepted() {

@@ -10,11 +10,17 @@ import Testing
 @Suite(.serialized, .enabled(if: DeviceLab.shouldRun))
 struct TeardownOnDevice {
   /// Counts of this process's QPs, CQs, MRs and PDs in the kernel.
+  /// The tracker's counts (one `rdma resource show`; the kernel's own
+  /// entries included, which stay put, so only differences are compared).
   struct Counts: Equatable, CustomStringConvertible {
-    var qp = ResourceSnapshot.countOwn("qp")
-    var cq = ResourceSnapshot.countOwn("cq")
-    var mr = ResourceSnapshot.countOwn("mr")
-    var pd = ResourceSnapshot.countOwn("pd")
+    var qp = -1
+    var cq = -1
+    var mr = -1
+    var pd = -1
+    init() {
+      guard let summary = ResourceSnapshot.summary() else { return }
+      (qp, cq, mr, pd) = (summary["qp"] ?? -1, summary["cq"] ?? -1, summary["mr"] ?? -1, summary["pd"] ?? -1)
+    }
     var description: String { "qp \(qp), cq \(cq), mr \(mr), pd \(pd)" }
   }
 
