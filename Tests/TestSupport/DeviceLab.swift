@@ -30,11 +30,12 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
   public var connectionIDs: Int
 
   /// A snapshot for before-and-after comparisons. The object counts come
-  /// from one `rdma resource show` (the tracker's per-device summary), so
-  /// they include the kernel's own entries (rxe's GSI QP, its CQ and PD),
-  /// which stay put while a test runs; `countOwn` leaves those out. One
-  /// `rdma` start instead of five: each takes about 0.25 s in the emulated
-  /// VM, and every leak-checked test takes two snapshots.
+  /// from the tracker's per-device summary (what `rdma resource show`
+  /// prints), so they include the kernel's own entries (rxe's GSI QP, its
+  /// CQ and PD), which stay put while a test runs; `countOwn` leaves those
+  /// out. Asked for over netlink, not by starting `rdma` five times: each
+  /// start takes about 0.25 s in the emulated VM, and every leak-checked
+  /// test takes two snapshots.
   public static func take() -> ResourceSnapshot {
     let lock = MemoryLockStatus.current()
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
@@ -47,10 +48,16 @@ public struct ResourceSnapshot: Equatable, CustomStringConvertible {
       connectionIDs: count("cm_id"))
   }
 
-  /// Every device's entries of each kind, summed, from the summary lines of
-  /// `rdma resource show` ("0: rxe0: pd 1 cq 1 qp 1 cm_id 0 mr 0 ..."); nil
-  /// when `rdma` did not answer.
+  /// Every device's entries of each kind, summed ("pd", "cq", "qp",
+  /// "cm_id", "mr", ...), from the tracker's summary over netlink; nil when
+  /// the kernel did not answer.
   public static func summary() -> [String: Int]? {
+    ResourceSummary.read()
+  }
+
+  /// The same from the summary lines of `rdma resource show` ("0: rxe0: pd
+  /// 1 cq 1 qp 1 cm_id 0 mr 0 ..."): the cross-check of ``summary()``.
+  public static func summaryFromTool() -> [String: Int]? {
     guard let output = shell("rdma resource show 2>/dev/null") else { return nil }
     var counts: [String: Int] = [:]
     for line in output.split(separator: "\n") {

@@ -58,7 +58,8 @@ import ToolSupport
   /// EINVAL (22) for a bad option.
   @Test(arguments: ["abc", "99999", "-1", ""])
   func rpingRefusesABadPeerSilenceLimit(value: String) {
-    let result = TestTools.run([TestTools.executable("rping"), "-c", "-a", "127.0.0.1", "-w", value])
+    let rping = TestTools.executable("rping")
+    let result = TestTools.run([rping, "-c", "-a", "127.0.0.1", "-w", value])
     #expect(result.status == 22, "\(result.stdout) \(result.stderr)")
     #expect(result.stderr.contains("-w"), "\(result.stderr)")
   }

@@ -19,9 +19,29 @@ struct TeardownOnDevice {
     var pd = -1
     init() {
       guard let summary = ResourceSnapshot.summary() else { return }
-      (qp, cq, mr, pd) = (summary["qp"] ?? -1, summary["cq"] ?? -1, summary["mr"] ?? -1, summary["pd"] ?? -1)
+      (qp, cq) = (summary["qp"] ?? -1, summary["cq"] ?? -1)
+      (mr, pd) = (summary["mr"] ?? -1, summary["pd"] ?? -1)
     }
     var description: String { "qp \(qp), cq \(cq), mr \(mr), pd \(pd)" }
+  }
+
+  /// The leak checks' netlink summary counts what `rdma resource show`
+  /// prints, with objects of every kind alive.
+  @Test func theNetlinkSummaryIsWhatRdmaPrints() throws {
+    let context = try DeviceLab.open()
+    try context.withProtectionDomain { pd in
+      let cq = try context.createCompletionQueue(entries: 8)
+      let qp = try pd.createQueuePair(sendCompletions: cq, receiveCompletions: cq)
+      let buffer = try PageAlignedBuffer(byteCount: 4096)
+      let mr = try pd.register(buffer, access: .localWrite)
+      let ours = try #require(ResourceSnapshot.summary(), "no netlink answer")
+      let tool = try #require(ResourceSnapshot.summaryFromTool(), "rdma did not answer")
+      for kind in ["pd", "cq", "qp", "mr", "cm_id"] {
+        #expect(ours[kind] != nil && ours[kind] == tool[kind], "\(kind): \(ours) vs \(tool)")
+      }
+      #expect((ours["mr"] ?? 0) >= 1 && (ours["qp"] ?? 0) >= 1, "\(ours)")
+      _ = (mr.lkey, qp.number)  // alive until here; released at the end of the scope
+    }
   }
 
   /// `QueuePair.destroy`, `MemoryRegion.deregister`, `CompletionQueue.destroy`
