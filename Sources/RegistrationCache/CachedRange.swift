@@ -4,21 +4,23 @@ import Verbs
   import Glibc
 #endif
 
-/// What a handle or a lease on a cached registration tells its holder: the
-/// registered range, its access and keys, copied from the entry so that
-/// they stay readable after release. Shared by ``CachedRegistration`` and
-/// ``RegistrationLease``, which forward to it.
-struct CachedRange: Sendable {
+/// What a hold on a cached registration tells its holder: the registered
+/// range, its access and keys, copied from the entry when the hold was
+/// taken, so that they stay readable after release.
+public struct CachedRange: Sendable, Equatable {
   /// First registered byte: the looked-up address rounded down to a page.
-  let address: UInt64
+  public let address: UInt64
   /// Registered bytes: the looked-up range rounded out to whole pages (or
   /// more, when it was merged with overlapping entries).
-  let length: Int
-  let access: MemoryAccess
-  let lkey: UInt32
-  let rkey: UInt32
+  public let length: Int
+  /// The access the registration has: at least the access asked for.
+  public let access: MemoryAccess
+  /// Local key, for scatter/gather entries.
+  public let lkey: UInt32
+  /// Remote key, for peers.
+  public let rkey: UInt32
   /// The IOVA of ``address``.
-  let iova: UInt64
+  public let iova: UInt64
 
   @inline(__always)
   init(_ entry: Unmanaged<CacheEntry>) {
@@ -27,7 +29,11 @@ struct CachedRange: Sendable {
     }
   }
 
-  func scatterGather(address: UInt64, count: Int) throws(VerbsError) -> ScatterGatherElement {
+  /// A local scatter/gather entry for `count` bytes at virtual `address`,
+  /// which must lie inside the registration.
+  public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
+    -> ScatterGatherElement
+  {
     let offset = try self.offset(of: address, count: count, operation: "ibv_sge")
     guard let length32 = UInt32(exactly: count) else {
       throw VerbsError(
@@ -38,7 +44,8 @@ struct CachedRange: Sendable {
     return ScatterGatherElement(address: iova + offset, length: length32, lkey: lkey)
   }
 
-  func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
+  /// What a peer needs to reach `count` bytes at virtual `address`.
+  public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
     let offset = try self.offset(of: address, count: count, operation: "remote")
     return RemoteBuffer(address: iova + offset, length: UInt64(count), rkey: rkey)
   }
@@ -58,5 +65,42 @@ struct CachedRange: Sendable {
           + "range you send from", checkedBeforeCall: true)
     }
     return address - self.address
+  }
+}
+
+/// A hold on a cached registration: a ``CachedRegistration`` (an object)
+/// or a ``RegistrationLease`` (a noncopyable value). Both answer with the
+/// range and keys they copied when the hold was taken.
+public protocol RegistrationHold: ~Copyable {
+  /// The registered range, its access and keys.
+  var range: CachedRange { get }
+}
+
+extension RegistrationHold where Self: ~Copyable {
+  /// First registered byte: the looked-up address rounded down to a page.
+  public var address: UInt64 { range.address }
+  /// Registered bytes: the looked-up range rounded out to whole pages (or
+  /// more, when it was merged with overlapping entries).
+  public var length: Int { range.length }
+  /// The access the registration has: at least the access asked for.
+  public var access: MemoryAccess { range.access }
+  /// Local key, for scatter/gather entries.
+  public var lkey: UInt32 { range.lkey }
+  /// Remote key, for peers.
+  public var rkey: UInt32 { range.rkey }
+  /// The IOVA of ``address``.
+  public var iova: UInt64 { range.iova }
+
+  /// A local scatter/gather entry for `count` bytes at virtual `address`,
+  /// which must lie inside the registration.
+  public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
+    -> ScatterGatherElement
+  {
+    try range.scatterGather(address: address, count: count)
+  }
+
+  /// What a peer needs to reach `count` bytes at virtual `address`.
+  public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
+    try range.remote(address: address, count: count)
   }
 }

@@ -10,7 +10,7 @@ import Verbs
 /// Release it with ``release()`` when the work requests that use its keys
 /// have completed, or let it go (`deinit` releases). Releasing twice is
 /// harmless. `Sendable`: it may be released on another thread.
-public final class CachedRegistration: @unchecked Sendable {
+public final class CachedRegistration: RegistrationHold, @unchecked Sendable {
   // @unchecked: everything is immutable except `released`, which is atomic.
   /// Not retained (a retain and a release would be two more atomic
   /// operations on every hit): the handle's count in
@@ -20,20 +20,9 @@ public final class CachedRegistration: @unchecked Sendable {
   /// readable after release.
   let held: Unmanaged<CacheEntry>
   private let released = Atomic<Bool>(false)
-  private let range: CachedRange
-  /// First registered byte: the looked-up address rounded down to a page.
-  public var address: UInt64 { range.address }
-  /// Registered bytes: the looked-up range rounded out to whole pages (or
-  /// more, when it was merged with overlapping entries).
-  public var length: Int { range.length }
-  /// The access the registration has: at least the access asked for.
-  public var access: MemoryAccess { range.access }
-  /// Local key, for scatter/gather entries.
-  public var lkey: UInt32 { range.lkey }
-  /// Remote key, for peers.
-  public var rkey: UInt32 { range.rkey }
-  /// The IOVA of ``address``.
-  public var iova: UInt64 { range.iova }
+  /// The registered range, its access and keys (also forwarded as
+  /// ``RegistrationHold/lkey`` and the rest).
+  public let range: CachedRange
 
   /// Takes over a hold already counted in the entry's holders.
   init(_ held: Unmanaged<CacheEntry>) {
@@ -64,18 +53,5 @@ public final class CachedRegistration: @unchecked Sendable {
   /// valid for this handle either way), and after ``release()``.
   public var isCached: Bool {
     !released.load(ordering: .acquiring) && !held.takeUnretainedValue().isDetached
-  }
-
-  /// A local scatter/gather entry for `count` bytes at virtual `address`,
-  /// which must lie inside the registration.
-  public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
-    -> ScatterGatherElement
-  {
-    try range.scatterGather(address: address, count: count)
-  }
-
-  /// What a peer needs to reach `count` bytes at virtual `address`.
-  public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
-    try range.remote(address: address, count: count)
   }
 }

@@ -20,12 +20,14 @@ import Verbs
 /// `Sendable`: a lease may move to another thread and be released there.
 /// To keep it in an array or share it, turn it into a handle with
 /// ``shared()``.
-public struct RegistrationLease: ~Copyable, @unchecked Sendable {
+public struct RegistrationLease: RegistrationHold, ~Copyable, @unchecked Sendable {
   // @unchecked: `held` is an unretained reference to an entry whose holder
   // count this lease owns one of (CacheEntry is Sendable); the rest is
   // immutable values.
   private let held: Unmanaged<CacheEntry>
-  private let range: CachedRange
+  /// The registered range, its access and keys (also forwarded as
+  /// ``RegistrationHold/lkey`` and the rest).
+  public let range: CachedRange
 
   /// Takes over a hold already counted in the entry's holders.
   @inline(__always)
@@ -50,20 +52,6 @@ public struct RegistrationLease: ~Copyable, @unchecked Sendable {
     return CachedRegistration(held)
   }
 
-  /// First registered byte: the looked-up address rounded down to a page.
-  public var address: UInt64 { range.address }
-  /// Registered bytes: the looked-up range rounded out to whole pages (or
-  /// more, when it was merged with overlapping entries).
-  public var length: Int { range.length }
-  /// The access the registration has: at least the access asked for.
-  public var access: MemoryAccess { range.access }
-  /// Local key, for scatter/gather entries.
-  public var lkey: UInt32 { range.lkey }
-  /// Remote key, for peers.
-  public var rkey: UInt32 { range.rkey }
-  /// The IOVA of ``address``.
-  public var iova: UInt64 { range.iova }
-
   /// The region itself; nil for caches built over a test registrar.
   public var region: SharedMemoryRegion? {
     held._withUnsafeGuaranteedRef { $0.registered.region }
@@ -71,17 +59,4 @@ public struct RegistrationLease: ~Copyable, @unchecked Sendable {
   /// False once the cache no longer serves this registration (it stays
   /// valid for this lease either way).
   public var isCached: Bool { held._withUnsafeGuaranteedRef { !$0.isDetached } }
-
-  /// A local scatter/gather entry for `count` bytes at virtual `address`,
-  /// which must lie inside the registration.
-  public func scatterGather(address: UInt64, count: Int) throws(VerbsError)
-    -> ScatterGatherElement
-  {
-    try range.scatterGather(address: address, count: count)
-  }
-
-  /// What a peer needs to reach `count` bytes at virtual `address`.
-  public func remote(address: UInt64, count: Int) throws(VerbsError) -> RemoteBuffer {
-    try range.remote(address: address, count: count)
-  }
 }
