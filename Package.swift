@@ -52,10 +52,13 @@ let package = Package(
     // Kernel ABI the cache's userfaultfd monitor needs (ioctl numbers,
     // struct layouts) and that Swift cannot import from the macros.
     .target(name: "CUserfaultfd"),
+    // Per-thread slots and membarrier(2): the cache's read lock without a
+    // locked instruction (see ReaderWriterLock).
+    .target(name: "CThreadSlots"),
     .target(
       name: "RegistrationCache",
       dependencies: [
-        "Verbs", "Umem", "UmemSystem", "CUserfaultfd",
+        "Verbs", "Umem", "UmemSystem", "CUserfaultfd", "CThreadSlots",
         .product(name: "Metrics", package: "swift-metrics"),
       ]),
     .executableTarget(
@@ -119,8 +122,8 @@ let package = Package(
     .testTarget(
       name: "RegistrationCacheTests",
       dependencies: [
-        "RegistrationCache", "Verbs", "Umem", "UmemSystem", "CUserfaultfd", "TestSupport",
-        .product(name: "Metrics", package: "swift-metrics"),
+        "RegistrationCache", "Verbs", "Umem", "UmemSystem", "CUserfaultfd", "CThreadSlots",
+        "TestSupport", .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "MetricsTestKit", package: "swift-metrics"),
       ]),
     .testTarget(

@@ -83,11 +83,16 @@ struct CacheBench: ParsableCommand {
     var hitThreadCPUNanoseconds: Double
     /// Mean per miss (registration through the cache) while filling it.
     var missNanoseconds: Double
-    /// Mean per plain registration of the same buffers without the cache
-    /// (`ibv_reg_mr` through SharedProtectionDomain, interleaved with the
-    /// misses, each deregistered untimed), for the miss ratio.
+    /// Mean per plain registration without the cache (`ibv_reg_mr` through
+    /// SharedProtectionDomain, each deregistered untimed) of up to 1,000
+    /// buffers spread over the fill, each just before its miss.
     var plainRegisterNanoseconds: Double?
+    /// Mean per miss of those same buffers.
+    var pairedMissNanoseconds: Double?
+    /// pairedMissNanoseconds / plainRegisterNanoseconds.
     var missOverPlain: Double?
+    /// How many buffers the two means above are over.
+    var plainSamples: Int
     /// Mean per plain registration when all are kept registered at once
     /// (as many as the cache holds, up to 1,000), and the miss against it.
     var plainKeptRegisterNanoseconds: Double?
@@ -131,16 +136,21 @@ struct CacheBench: ParsableCommand {
         cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
-      // Fill: one miss per buffer. With a device, each miss follows a plain
-      // registration of the same buffer (timed; deregistered untimed), so
-      // both see the same machine: an emulated one is too noisy to compare
-      // two separate loops.
-      let plainCount = pd == nil ? 0 : min(regions, 1000)
+      // Fill: one miss per buffer. With a device, up to 1,000 of them,
+      // spread evenly over the fill, each follow a plain registration of
+      // the same buffer (timed; deregistered untimed), so that each pair
+      // sees the same machine and the same number of live registrations:
+      // an emulated machine is too noisy to compare two separate loops,
+      // and registering gets slower as registrations accumulate.
+      let plainEvery = (regions + 999) / 1000  // regions <= 10,000,000
+      let plainCount = pd == nil ? 0 : (regions + plainEvery - 1) / plainEvery
       var plainTotal = Duration.zero
+      var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
       for i in 0..<regions {
         let address = base + UInt64(i * stride)
-        if let pd, i < plainCount {
+        let paired = pd != nil && i % plainEvery == 0
+        if let pd, paired {
           let start = ContinuousClock.now
           let region = try pd.unsafeRegister(
             UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
@@ -150,23 +160,26 @@ struct CacheBench: ParsableCommand {
         }
         let start = ContinuousClock.now
         try cache.lookup(address: address, length: bytes, access: access).release()
-        missTotal += ContinuousClock.now - start
+        let took = ContinuousClock.now - start
+        missTotal += took
+        if paired { pairedMissTotal += took }
       }
       let missNanoseconds = missTotal.nanoseconds / Double(regions)
       let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
+      let pairedMiss = plainCount > 0 ? pairedMissTotal.nanoseconds / Double(plainCount) : nil
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
       var plainKept: Double?
       if let pd {
         var kept: [SharedMemoryRegion] = []
         let start = ContinuousClock.now
-        for i in 0..<plainCount {
+        for i in 0..<min(regions, 1000) {
           kept.append(
             try pd.unsafeRegister(
               UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
               access: access))
         }
-        plainKept = (ContinuousClock.now - start).nanoseconds / Double(plainCount)
+        plainKept = (ContinuousClock.now - start).nanoseconds / Double(kept.count)
         for region in kept { try region.close() }
       }
       let before = cache.statistics
@@ -232,7 +245,8 @@ struct CacheBench: ParsableCommand {
         registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
         hitThreadCPUNanoseconds: hitCPU,
         missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
-        missOverPlain: plain.map { missNanoseconds / $0 },
+        pairedMissNanoseconds: pairedMiss,
+        missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } }, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, statistics: cache.statistics)
       if json {
@@ -251,8 +265,9 @@ struct CacheBench: ParsableCommand {
         print("misses      \(report.misses) while timed; fill \(format(missNanoseconds)) per miss")
         if let plain {
           print(
-            "plain reg   \(format(plain)) per ibv_reg_mr (interleaved), miss/plain "
-              + String(format: "%.2f", missNanoseconds / plain))
+            "plain reg   \(format(plain)) per ibv_reg_mr, miss/plain "
+              + String(format: "%.2f", report.missOverPlain ?? .nan)
+              + " over the same \(plainCount) buffers")
         }
         if let plainKept {
           print(

@@ -1,3 +1,4 @@
+internal import CThreadSlots
 import Synchronization
 
 #if canImport(Glibc)
@@ -5,34 +6,49 @@ import Synchronization
 #endif
 
 /// A reader-writer lock for the cache's index whose read side writes only
-/// the calling thread's own cache line: hits read, misses and invalidations
-/// write.
+/// the calling thread's own cache line, with no locked instruction: hits
+/// read, misses and invalidations write.
 ///
-/// Readers count themselves in their stripe of ``StripedCells``: one atomic
-/// add to the stripe's `entered` word on entry, one to its `exited` word on
-/// exit, and a check of the writer flag in between, which only writers
-/// store to. Two hits on two threads share no written cache line, so the
-/// read side scales with threads instead of bouncing one counter between
-/// cores; and since the words only grow, their sum is the number of read
-/// sections, which the cache reports as its lookups without a counter of
-/// its own. A writer takes a mutex among writers, raises the flag (turning
-/// new readers away) and waits until every stripe's `exited` reaches the
+/// Readers count themselves in a stripe of ``StripedCells``: one add to
+/// the stripe's `entered` word on entry, one to its `exited` word on exit,
+/// and a check of the writer flag in between, which only writers store to.
+/// Since the words only grow, their sum is the number of read sections,
+/// which the cache reports as its lookups without a counter of its own.
+///
+/// **Owned stripes.** A thread claims one of 64 process-wide slots at its
+/// first read (``CThreadSlots``; given back when the thread exits) and
+/// from then on is the only writer of that slot's stripe in every lock.
+/// Its adds are a plain load and store, and between its add to `entered`
+/// and its check of the flag stands only a compiler barrier: the light
+/// half of an asymmetric fence. The writer pays the heavy half, a
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` after raising the flag,
+/// which makes every other thread's delayed stores visible before it reads
+/// the stripes; so a reader and a writer still cannot both see the other
+/// absent. A writer skips that system call when no other thread owns a
+/// slot (a single-threaded program's misses pay nothing for it); a thread
+/// that claims a slot meanwhile does so with a full barrier and then sees
+/// the flag.
+///
+/// **Hashed stripes.** Threads beyond the 64th, and every thread where the
+/// kernel refuses membarrier, share 32 stripes picked by a hash of the
+/// thread, with sequentially consistent read-modify-writes, as before.
+///
+/// A writer takes a mutex among writers, raises the flag (turning new
+/// readers away) and waits until every stripe's `exited` reaches the
 /// `entered` it read: writers are never starved by a stream of hits, which
 /// glibc's default `pthread_rwlock_t` (reader preference) allows. Writers
-/// pay a scan of 32 stripes; they also register or deregister memory, which
-/// costs a thousand times more.
-///
-/// The reader's add to `entered` and the writer's store to the flag are
-/// both sequentially consistent, and each then loads the other's word, so
-/// a reader and a writer cannot both see the other absent.
+/// pay a scan of 96 stripes; they also register or deregister memory,
+/// which costs a thousand times more.
 ///
 /// Readers that find the flag raised back out (counting it in `backedOut`,
 /// so they are not counted twice) and wait with `sched_yield`; nothing that
 /// holds this lock waits for the userfaultfd monitor, and the monitor never
 /// takes it.
 final class ReaderWriterLock: Sendable {
-  /// Per stripe: entered, exited, backed out (all monotonic).
-  private let stripes = StripedCells(width: 3)
+  /// Per stripe: entered, exited, backed out (all monotonic). The owned
+  /// stripes come first, then the hashed ones.
+  private let stripes = StripedCells(
+    stripes: Int(CTS_SLOTS) + StripedCells.hashedStripes, width: 3)
   private static let entered = 0
   private static let exited = 1
   private static let backedOut = 2
@@ -40,12 +56,70 @@ final class ReaderWriterLock: Sendable {
   private let writing = Atomic<Int>(0)
   private let writers = Mutex<Void>(())
 
-  init() {}
+  /// Registers the process for membarrier now, if no lock did before (a
+  /// wait of milliseconds that a first lookup should not pay).
+  init() { _ = CTS_prepare() }
 
-  /// Runs `body` as a reader, counted in `stripe`
-  /// (``StripedCells/currentStripe``).
+  /// Runs `body` as a reader.
   @inline(__always)
-  func withReadLock<R, E: Error>(stripe: Int, _ body: () throws(E) -> R) throws(E) -> R {
+  func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    var slot = CTS_current()
+    if slot == 0 { slot = Self.claimSlot() }
+    if slot > 0 { return try withOwnedReadLock(stripe: Int(slot) &- 1, body) }
+    return try withHashedReadLock(
+      stripe: Int(CTS_SLOTS) &+ StripedCells.currentStripe, body)
+  }
+
+  /// The calling thread's first read: claims a slot (or learns there is
+  /// none for it). Out of line: once per thread.
+  @inline(never)
+  private static func claimSlot() -> Int32 {
+    let slot = CTS_claim()
+    // Orders the claim before this thread's first check of a writer's
+    // flag, for a writer that read the slots before the claim (see above).
+    atomicMemoryFence(ordering: .sequentiallyConsistent)
+    return slot
+  }
+
+  /// The read side on a stripe only the calling thread writes.
+  @inline(__always)
+  private func withOwnedReadLock<R, E: Error>(stripe: Int, _ body: () throws(E) -> R) throws(E)
+    -> R
+  {
+    let entered = stripes.cell(stripe, Self.entered)
+    let exited = stripes.cell(stripe, Self.exited)
+    while true {
+      Self.increment(entered)
+      // The light half of the asymmetric fence (see the type's comment).
+      CTS_light_fence()
+      if writing.load(ordering: .acquiring) == 0 { break }
+      Self.increment(stripes.cell(stripe, Self.backedOut))
+      Self.incrementReleasing(exited)
+      while writing.load(ordering: .relaxed) != 0 { sched_yield() }
+    }
+    defer { Self.incrementReleasing(exited) }
+    return try body()
+  }
+
+  /// Adds one to a word only this thread stores to: a load and a store, no
+  /// locked instruction.
+  @inline(__always)
+  private static func increment(_ word: UnsafeMutablePointer<Atomic<Int>>) {
+    word.pointee.store(word.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+  }
+
+  /// The same, ordered after the thread's earlier accesses (a plain store
+  /// on x86-64).
+  @inline(__always)
+  private static func incrementReleasing(_ word: UnsafeMutablePointer<Atomic<Int>>) {
+    word.pointee.store(word.pointee.load(ordering: .relaxed) &+ 1, ordering: .releasing)
+  }
+
+  /// The read side on a stripe other threads may share.
+  @inline(__always)
+  private func withHashedReadLock<R, E: Error>(stripe: Int, _ body: () throws(E) -> R) throws(E)
+    -> R
+  {
     let entered = stripes.cell(stripe, Self.entered)
     let exited = stripes.cell(stripe, Self.exited)
     while true {
@@ -59,16 +133,14 @@ final class ReaderWriterLock: Sendable {
     return try body()
   }
 
-  /// Runs `body` as a reader on the calling thread's stripe.
-  func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-    try withReadLock(stripe: StripedCells.currentStripe, body)
-  }
-
   /// Runs `body` as the only writer, with no reader inside.
   func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
     try writers.withLock { _ throws(E) -> R in
       writing.store(1, ordering: .sequentiallyConsistent)
-      for stripe in 0..<StripedCells.stripes {
+      // Other threads' owned stripes may hold stores still on their way;
+      // this thread's own are in order already.
+      if CTS_owned() > (CTS_current() > 0 ? 1 : 0) { CTS_heavy_fence() }
+      for stripe in 0..<stripes.stripes {
         // Readers that enter after this load see the flag and back out.
         let inside = stripes.cell(stripe, Self.entered).pointee.load(
           ordering: .sequentiallyConsistent)

@@ -7,12 +7,19 @@ package struct RegisteredMemory: Sendable {
   package var rkey: UInt32
   package var iova: UInt64
   package var region: SharedMemoryRegion?
+  /// Called when the cache deregisters it (after closing `region`): how a
+  /// test registrar learns when a registration ends.
+  package var onDeregister: (@Sendable () -> Void)?
 
-  package init(lkey: UInt32, rkey: UInt32, iova: UInt64, region: SharedMemoryRegion?) {
+  package init(
+    lkey: UInt32, rkey: UInt32, iova: UInt64, region: SharedMemoryRegion?,
+    onDeregister: (@Sendable () -> Void)? = nil
+  ) {
     self.lkey = lkey
     self.rkey = rkey
     self.iova = iova
     self.region = region
+    self.onDeregister = onDeregister
   }
 }
 

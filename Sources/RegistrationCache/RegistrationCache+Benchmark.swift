@@ -26,20 +26,26 @@ private final class KeyCounter: Sendable {
 }
 
 extension RegistrationCache {
-  /// The index by itself: `regions` ranges of `stride` bytes, then
-  /// `lookups` covering searches at random addresses inside them, timed
-  /// without the lock, the statistics or handles. Returns nanoseconds per
+  /// The index by itself (``EntryIndex``, as the cache uses it): `regions`
+  /// entries of `stride` bytes, then `lookups` covering searches at random
+  /// buffers (64 bytes in, as a message inside a buffer), timed without
+  /// the lock, the statistics or handles. Returns nanoseconds per
   /// search, in wall-clock time and in the thread's CPU time (which a
   /// machine shared with other work inflates less). For `umem cache-bench
   /// --registrar index`.
   package static func benchmarkIndex(regions: Int, stride: Int, lookups: Int)
     -> (wall: Double, cpu: Double)
   {
-    var index = RegionIndex<Int>()
+    var index = EntryIndex(pageSize: PageAlignedBuffer.pageSize)
     let base: UInt64 = 0x7f00_0000_0000
+    let counters = CacheCounters()
     for i in 0..<regions {
       let start = base + UInt64(i) * UInt64(stride)
-      index.insert(start: start, end: start + UInt64(stride), value: i)
+      let made = RegisteredMemory(lkey: 0, rkey: 0, iova: start, region: nil)
+      index.insert(
+        CacheEntry(
+          start: start, length: stride, access: .localWrite, registered: made, frames: nil,
+          counters: counters))
     }
     var state: UInt64 = 0x9e37_79b9_7f4a_7c15
     let order = (0..<lookups).map { _ in
@@ -50,11 +56,14 @@ extension RegistrationCache {
     let cpuStart = threadCPUNanoseconds()
     let start = ContinuousClock.now
     for address in order {
-      if let position = index.covering(start: address, end: address + 256) { found &+= position }
+      if let entry = index.covering(start: address, end: address + 256) {
+        found &+= entry._withUnsafeGuaranteedRef { $0.length }
+      }
     }
     let elapsed = ContinuousClock.now - start
     let cpu = threadCPUNanoseconds() - cpuStart
     precondition(found != -1)  // keeps the loop
+    for entry in index.removeAll() { entry.detach() }
     let (seconds, attoseconds) = elapsed.components
     let count = Double(max(lookups, 1))
     return ((Double(seconds) * 1e9 + Double(attoseconds) / 1e9) / count, cpu / count)

@@ -40,13 +40,17 @@ import Verbs
 /// may have been unmapped without a monitor), falls back to the pages asked
 /// for.
 ///
-/// **Concurrency.** Hits take no exclusive lock: they take the index's
-/// read lock, whose read side writes only the calling thread's stripe
-/// (``ReaderWriterLock``), count themselves in that stripe, and bump the
-/// entry's handle count; two threads hitting different entries write no
-/// shared cache line. Misses, evictions and invalidations take the write
-/// lock and register or deregister under it. The monitor thread never
-/// takes the lock.
+/// **Concurrency.** Hits take no exclusive lock and, on a thread that
+/// owns one of the process's 64 reader slots, no locked instruction at
+/// all: they take the index's read lock, whose read side is a plain store
+/// to the thread's own stripe and a compiler barrier (writers pay a
+/// `membarrier` instead, see ``ReaderWriterLock``); they find the entry in
+/// a hash table of first pages (``EntryIndex``); and they count the hold
+/// in the entry's owner word when the thread is the entry's owner, the
+/// first thread to hit it (``CacheEntry``), else with one atomic add. Two
+/// threads hitting different entries write no shared cache line. Misses,
+/// evictions and invalidations take the write lock and register or
+/// deregister under it. The monitor thread never takes the lock.
 ///
 /// **Eviction.** Idle entries (no handle out) are evicted least recently
 /// used first when a miss would exceed ``CacheLimits/maxEntries``,
@@ -64,7 +68,7 @@ public final class RegistrationCache: @unchecked Sendable {
   private let lock = ReaderWriterLock()
   // Unchecked: the lock is the exclusivity check, and a dynamic one would
   // cost the hit path a runtime call.
-  @exclusivity(unchecked) private var index = RegionIndex<CacheEntry>()
+  @exclusivity(unchecked) private var index: EntryIndex
   /// Ranges the monitor is known to watch (under the write lock): a miss
   /// inside one skips the `UFFDIO_REGISTER` call. Forgotten on UNMAP and
   /// REMAP events, whose new mappings are not watched.
@@ -95,6 +99,7 @@ public final class RegistrationCache: @unchecked Sendable {
     self.domain = domain
     self.limits = limits
     pageSize = PageAlignedBuffer.pageSize
+    index = EntryIndex(pageSize: pageSize)
     enforcedByKernel = !ProcessStatus.current().has(capability: ProcessStatus.ipcLock)
     switch choice {
     case .explicitOnly:
@@ -220,10 +225,7 @@ public final class RegistrationCache: @unchecked Sendable {
       lock.withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)
-    if let held = lock.withReadLock(
-      stripe: StripedCells.currentStripe,
-      { hit(start: address, end: end, access: access, tick: tick) })
-    {
+    if let held = lock.withReadLock({ hit(start: address, end: end, access: access, tick: tick) }) {
       guard let frameCheck else { return held }
       // Slow path from here on: a strong reference is fine.
       let entry = held.takeUnretainedValue()
@@ -275,11 +277,10 @@ public final class RegistrationCache: @unchecked Sendable {
   private func hit(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int)
     -> Unmanaged<CacheEntry>?
   {
-    guard let position = index.covering(start: start, end: end) else { return nil }
-    let entry = index.values.withUnsafeBufferPointer { Unmanaged.passUnretained($0[position]) }
+    guard let entry = index.covering(start: start, end: end) else { return nil }
     return entry._withUnsafeGuaranteedRef { entry in
       guard entry.access.isSuperset(of: access) else { return nil }
-      entry.acquire(at: tick)
+      entry.acquire(at: tick, claiming: true)
       return Optional(Unmanaged.passUnretained(entry))
     }
   }
@@ -365,9 +366,9 @@ public final class RegistrationCache: @unchecked Sendable {
       start: start, length: length, access: access, registered: registered, frames: frames,
       counters: counters)
     // Before a detach: handles do not retain their entry.
-    entry.acquire(at: tick)
+    entry.acquire(at: tick, claiming: false)
     if watched {
-      index.insert(start: start, end: end, value: entry)
+      index.insert(entry)
       counters.cachedEntries.add(1, ordering: .relaxed)
       counters.cachedBytes.add(length, ordering: .relaxed)
     } else {
@@ -612,7 +613,7 @@ public final class RegistrationCache: @unchecked Sendable {
   /// write lock (the read side would count as a lookup); nil when none does.
   func withEntryForTesting<R>(covering address: UInt64, _ body: (CacheEntry) -> R) -> R? {
     lock.withWriteLock {
-      index.covering(start: address, end: address + 1).map { body(index.values[$0]) }
+      index.covering(start: address, end: address + 1).map { body($0.takeUnretainedValue()) }
     }
   }
 

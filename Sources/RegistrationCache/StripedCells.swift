@@ -10,24 +10,29 @@ import Synchronization
 /// its reader count and lookup count live here, not in one shared word that
 /// every hit on every thread would bounce between cores.
 ///
-/// A thread picks its stripe with ``currentStripe`` (a hash of its
-/// `pthread_self()`); two threads may share a stripe, which costs sharing,
-/// never correctness.
+/// A thread picks its stripe by its slot (``ReaderWriterLock``) or with
+/// ``currentStripe`` (a hash of its `pthread_self()`); two threads may
+/// share a hashed stripe, which costs sharing, never correctness.
 final class StripedCells: @unchecked Sendable {
   // @unchecked: the storage is allocated once and only ever touched through
   // its atomics.
-  static let stripes = 32
+  /// Stripes ``currentStripe`` spreads threads over.
+  static let hashedStripes = 32
   /// Words per stripe: 128 bytes of 8-byte words.
   private static let spacing = 16
+  /// How many stripes.
+  let stripes: Int
   /// Words used in each stripe.
   let width: Int
   private let words: UnsafeMutablePointer<Atomic<Int>>
 
-  /// `width` atomic words per stripe (at most 16), all zero.
-  init(width: Int = 1) {
+  /// `stripes` stripes of `width` atomic words (at most 16), all zero.
+  init(stripes: Int = hashedStripes, width: Int = 1) {
     precondition(width >= 1 && width <= Self.spacing, "a stripe holds 1 to 16 words")
+    precondition(stripes >= 1, "at least one stripe")
+    self.stripes = stripes
     self.width = width
-    let count = Self.stripes * Self.spacing
+    let count = stripes * Self.spacing
     let raw = UnsafeMutableRawPointer.allocate(
       byteCount: count * MemoryLayout<Atomic<Int>>.stride, alignment: 128)
     words = raw.bindMemory(to: Atomic<Int>.self, capacity: count)
@@ -35,13 +40,13 @@ final class StripedCells: @unchecked Sendable {
   }
 
   deinit {
-    words.deinitialize(count: Self.stripes * Self.spacing)
+    words.deinitialize(count: stripes * Self.spacing)
     UnsafeMutableRawPointer(words).deallocate()
   }
 
   /// The calling thread's stripe: a multiplicative hash of its thread
   /// pointer (glibc places each thread's descriptor at its own stack top,
-  /// megabytes apart), top five bits. One `pthread_self` call: a load of
+  /// megabytes apart), top five bits: 0 to ``hashedStripes`` - 1. One `pthread_self` call: a load of
   /// the thread register.
   @inline(__always)
   static var currentStripe: Int {
@@ -59,7 +64,7 @@ final class StripedCells: @unchecked Sendable {
   /// not a fence).
   func sum(word: Int = 0) -> Int {
     var total = 0
-    for stripe in 0..<Self.stripes { total &+= cell(stripe, word).pointee.load(ordering: .relaxed) }
+    for stripe in 0..<stripes { total &+= cell(stripe, word).pointee.load(ordering: .relaxed) }
     return total
   }
 }

@@ -81,6 +81,6 @@ import Verbs
 
   /// The cached entry's handle count, or nil when nothing covers `address`.
   private func holders(_ cache: RegistrationCache, _ address: UInt64) -> Int? {
-    cache.withEntryForTesting(covering: address) { $0.holders.load(ordering: .relaxed) }
+    cache.withEntryForTesting(covering: address) { $0.holders }
   }
 }

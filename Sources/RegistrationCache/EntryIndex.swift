@@ -1,0 +1,81 @@
+/// The cache's entries: disjoint page-aligned ranges in address order
+/// (``RegionIndex``), and beside them a ``FirstPageTable`` from each
+/// entry's first page to the entry. A lookup that starts in an entry's
+/// first page is answered by the table in one probe; any other by the
+/// ordered search. Both always hold the same entries: every change goes
+/// through here.
+struct EntryIndex {
+  private(set) var ordered = RegionIndex<CacheEntry>()
+  private let firstPages = FirstPageTable<CacheEntry>()
+  /// The page size entries are aligned to.
+  private let pageMask: UInt64
+
+  /// `pageSize` is a power of two.
+  init(pageSize: Int) {
+    pageMask = UInt64(pageSize) - 1
+  }
+
+  var count: Int { ordered.count }
+  var values: [CacheEntry] { ordered.values }
+
+  /// The entry that contains all of `[start, end)`, unretained (the index
+  /// keeps it alive while it is cached).
+  ///
+  /// The entries are page-aligned and disjoint, so the only one that can
+  /// contain `start` is one starting on `start`'s page, if there is one,
+  /// and otherwise the last one starting below it.
+  ///
+  /// - Complexity: O(1) for a lookup in an entry's first page (expected,
+  ///   the table being at most half full); O(log n) otherwise.
+  @inline(__always)
+  func covering(start: UInt64, end: UInt64) -> Unmanaged<CacheEntry>? {
+    if let entry = firstPages.value(forPage: start & ~pageMask) {
+      return entry._withUnsafeGuaranteedRef { $0.end >= end } ? entry : nil
+    }
+    guard let position = ordered.covering(start: start, end: end) else { return nil }
+    return ordered.values.withUnsafeBufferPointer { Unmanaged.passUnretained($0[position]) }
+  }
+
+  /// Positions of the entries sharing a byte with `[start, end)`.
+  func overlapping(start: UInt64, end: UInt64) -> Range<Int> {
+    ordered.overlapping(start: start, end: end)
+  }
+
+  /// The position of the last entry starting at or below `address`.
+  func lastStarting(atOrBelow address: UInt64) -> Int? {
+    ordered.lastStarting(atOrBelow: address)
+  }
+
+  /// Adds `entry`, which overlaps no entry in the index.
+  mutating func insert(_ entry: CacheEntry) {
+    ordered.insert(start: entry.start, end: entry.end, value: entry)
+    firstPages.set(entry, forPage: entry.start)
+  }
+
+  /// Removes the entries at `positions` and returns them.
+  @discardableResult
+  mutating func remove(_ positions: Range<Int>) -> [CacheEntry] {
+    let removed = ordered.remove(positions)
+    for entry in removed { firstPages.remove(page: entry.start, ifItIs: entry) }
+    return removed
+  }
+
+  /// Removes every entry and returns them.
+  mutating func removeAll() -> [CacheEntry] {
+    firstPages.removeAll()
+    return ordered.removeAll()
+  }
+
+  /// Checks the ordered index's invariants and that the table holds
+  /// exactly each entry's first page; for tests.
+  func checkInvariants() {
+    ordered.checkInvariants()
+    let table = firstPages.contents.sorted { $0.page < $1.page }
+    // Page 0 is never in the table (0 marks its empty slots).
+    let entries = ordered.values.filter { $0.start != 0 }
+    precondition(table.count == entries.count, "the first-page table lost or kept an entry")
+    for (row, entry) in zip(table, entries) {
+      precondition(row.page == entry.start && row.value === entry, "first-page table mismatch")
+    }
+  }
+}
