@@ -17,6 +17,11 @@ struct CacheBench: ParsableCommand {
   @Option(help: "Buffers to register through the cache.") var regions: Int = 1000
   @Option(help: "Timed lookups in all (each followed by a release).") var lookups: Int = 1_000_000
   @Option(help: "Threads sharing the lookups (and the cache).") var threads: Int = 1
+  @Option(
+    help:
+      "Times each thread runs its share of the lookups, each timed; a thread's hit cost is the median (as the C anchors' --repeats)."
+  )
+  var repeats: Int = 1
   @Option(help: "Bytes per buffer: 4096, 64K, 1M.") var size: String = "4096"
   @Option(help: "Device name (default: the first device).") var device: String?
   @Option(
@@ -45,6 +50,9 @@ struct CacheBench: ParsableCommand {
       throw ValidationError("--regions must be 1 to 10,000,000")
     }
     guard lookups >= 1 else { throw ValidationError("--lookups must be at least 1") }
+    guard repeats >= 1, repeats <= 1000 else {
+      throw ValidationError("--repeats must be 1 to 1000")
+    }
     guard threads >= 1, threads <= 1024 else {
       throw ValidationError("--threads must be 1 to 1024")
     }
@@ -70,13 +78,16 @@ struct CacheBench: ParsableCommand {
     var regions: Int
     var lookups: Int
     var threads: Int
+    /// Timed runs of each thread's lookups; the hit costs are medians.
+    var repeats: Int
     var size: Int
     /// What the timed lookups returned: "lease" or "object".
     var handle: String
     var hits: Int
     var misses: Int
     var registrationsAvoided: Int
-    /// Mean per lookup+release over the timed loop, per thread.
+    /// Mean per lookup+release over the timed loop (each thread's median
+    /// run), averaged over the threads.
     var hitNanoseconds: Double
     /// The same in the threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`): what
     /// a hit costs when the machine is shared and threads wait for a core.
@@ -91,6 +102,10 @@ struct CacheBench: ParsableCommand {
     var pairedMissNanoseconds: Double?
     /// pairedMissNanoseconds / plainRegisterNanoseconds.
     var missOverPlain: Double?
+    /// The median over those buffers of each one's miss / its plain
+    /// registration: the two ran back to back, so a stall of the machine
+    /// that spoils one pair does not move it, where it moves the means.
+    var missOverPlainMedian: Double?
     /// How many buffers the two means above are over.
     var plainSamples: Int
     /// Mean per plain registration when all are kept registered at once
@@ -147,6 +162,8 @@ struct CacheBench: ParsableCommand {
       var plainTotal = Duration.zero
       var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
+      var pairRatios: [Double] = []
+      var lastPlain = Duration.zero
       for i in 0..<regions {
         let address = base + UInt64(i * stride)
         let paired = pd != nil && i % plainEvery == 0
@@ -155,18 +172,23 @@ struct CacheBench: ParsableCommand {
           let region = try pd.unsafeRegister(
             UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
             access: access)
-          plainTotal += ContinuousClock.now - start
+          lastPlain = ContinuousClock.now - start
+          plainTotal += lastPlain
           try region.close()
         }
         let start = ContinuousClock.now
         try cache.lookup(address: address, length: bytes, access: access).release()
         let took = ContinuousClock.now - start
         missTotal += took
-        if paired { pairedMissTotal += took }
+        if paired {
+          pairedMissTotal += took
+          if lastPlain > .zero { pairRatios.append(took.nanoseconds / lastPlain.nanoseconds) }
+        }
       }
       let missNanoseconds = missTotal.nanoseconds / Double(regions)
       let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
       let pairedMiss = plainCount > 0 ? pairedMissTotal.nanoseconds / Double(plainCount) : nil
+      let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
       var plainKept: Double?
@@ -187,6 +209,7 @@ struct CacheBench: ParsableCommand {
       let threadCount = threads
       let regionCount = regions
       let handleKind = handle
+      let repeatCount = repeats
       let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])
       let cpu = Mutex<[Double]>([])
@@ -203,26 +226,32 @@ struct CacheBench: ParsableCommand {
           }
           ready.add(1, ordering: .acquiringAndReleasing)
           while ready.load(ordering: .acquiring) < threadCount {}
-          let cpuStart = threadCPUNanoseconds()
-          let start = ContinuousClock.now
+          var runs: [(wall: Duration, cpu: Double)] = []
           do {
-            switch handleKind {
-            case .lease:
-              for address in order {
-                try cache.lease(address: address, length: bytes, access: access).release()
+            for _ in 0..<repeatCount {
+              let cpuStart = threadCPUNanoseconds()
+              let start = ContinuousClock.now
+              switch handleKind {
+              case .lease:
+                for address in order {
+                  try cache.lease(address: address, length: bytes, access: access).release()
+                }
+              case .object:
+                for address in order {
+                  try cache.lookup(address: address, length: bytes, access: access).release()
+                }
               }
-            case .object:
-              for address in order {
-                try cache.lookup(address: address, length: bytes, access: access).release()
-              }
+              runs.append((ContinuousClock.now - start, threadCPUNanoseconds() - cpuStart))
             }
           } catch {
             failure.withLock { $0 = "\(error)" }
           }
-          let took = ContinuousClock.now - start
-          let cpuTook = threadCPUNanoseconds() - cpuStart
-          elapsed.withLock { $0.append(took) }
-          cpu.withLock { $0.append(cpuTook) }
+          if !runs.isEmpty {
+            // The median run (by wall-clock time) and its CPU time.
+            let median = runs.sorted { $0.wall < $1.wall }[runs.count / 2]
+            elapsed.withLock { $0.append(median.wall) }
+            cpu.withLock { $0.append(median.cpu) }
+          }
           group.leave()
         }
       }
@@ -240,13 +269,15 @@ struct CacheBench: ParsableCommand {
       cache.close()
       let report = Report(
         registrar: registrar.rawValue, device: pd?.context.name, regions: regions,
-        lookups: perThread * threads, threads: threads, size: bytes, handle: handle.rawValue,
+        lookups: perThread * threads * repeats, threads: threads, repeats: repeats, size: bytes,
+        handle: handle.rawValue,
         hits: after.hits - before.hits, misses: after.misses - before.misses,
         registrationsAvoided: after.registrationsAvoided, hitNanoseconds: hitNanoseconds,
         hitThreadCPUNanoseconds: hitCPU,
         missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
         pairedMissNanoseconds: pairedMiss,
-        missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } }, plainSamples: plainCount,
+        missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } },
+        missOverPlainMedian: medianPairRatio, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, statistics: cache.statistics)
       if json {
@@ -267,7 +298,8 @@ struct CacheBench: ParsableCommand {
           print(
             "plain reg   \(format(plain)) per ibv_reg_mr, miss/plain "
               + String(format: "%.2f", report.missOverPlain ?? .nan)
-              + " over the same \(plainCount) buffers")
+              + " over the same \(plainCount) buffers (median of pairs "
+              + String(format: "%.2f", report.missOverPlainMedian ?? .nan) + ")")
         }
         if let plainKept {
           print(

@@ -50,7 +50,7 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
   /// pages over the whole table.
   @inline(__always)
   private func home(_ page: UInt64) -> Int {
-    Int(truncatingIfNeeded: (page &* 0x9e37_79b9_7f4a_7c15) >> shift)
+    Int(truncatingIfNeeded: (page &* 0x9e37_79b9_7f4a_7c15) &>> shift)
   }
 
   /// The value stored for `page`, or nil.

@@ -37,8 +37,9 @@ import Synchronization
 /// readers away) and waits until every stripe's `exited` reaches the
 /// `entered` it read: writers are never starved by a stream of hits, which
 /// glibc's default `pthread_rwlock_t` (reader preference) allows. Writers
-/// pay a scan of 96 stripes; they also register or deregister memory,
-/// which costs a thousand times more.
+/// scan only stripes that can have readers: owned ones up to the highest
+/// slot the process has claimed, and the hashed ones once any thread has
+/// read there (a single-threaded program's misses look at one stripe).
 ///
 /// Readers that find the flag raised back out (counting it in `backedOut`,
 /// so they are not counted twice) and wait with `sched_yield`; nothing that
@@ -54,6 +55,9 @@ final class ReaderWriterLock: Sendable {
   private static let backedOut = 2
   /// 1 while a writer holds or is about to hold the lock.
   private let writing = Atomic<Int>(0)
+  /// Whether any thread has read on a hashed stripe: until one does, a
+  /// writer skips those 32 stripes.
+  private let hashedInUse = Atomic<Bool>(false)
   private let writers = Mutex<Void>(())
 
   /// Registers the process for membarrier now, if no lock did before (a
@@ -120,6 +124,11 @@ final class ReaderWriterLock: Sendable {
   private func withHashedReadLock<R, E: Error>(stripe: Int, _ body: () throws(E) -> R) throws(E)
     -> R
   {
+    // Before entering: a writer that then misses the flag has raised its
+    // own first, and this reader sees that and backs off.
+    if !hashedInUse.load(ordering: .relaxed) {
+      hashedInUse.store(true, ordering: .sequentiallyConsistent)
+    }
     let entered = stripes.cell(stripe, Self.entered)
     let exited = stripes.cell(stripe, Self.exited)
     while true {
@@ -140,15 +149,27 @@ final class ReaderWriterLock: Sendable {
       // Other threads' owned stripes may hold stores still on their way;
       // this thread's own are in order already.
       if CTS_owned() > (CTS_current() > 0 ? 1 : 0) { CTS_heavy_fence() }
-      for stripe in 0..<stripes.stripes {
-        // Readers that enter after this load see the flag and back out.
-        let inside = stripes.cell(stripe, Self.entered).pointee.load(
-          ordering: .sequentiallyConsistent)
-        let exited = stripes.cell(stripe, Self.exited)
-        while exited.pointee.load(ordering: .acquiring) &- inside < 0 { sched_yield() }
+      // Only stripes some thread may have used: owned ones up to the
+      // highest slot ever claimed, hashed ones once any thread read there
+      // (both loads follow the flag's store; a later claim or first hashed
+      // read is followed by a check of the flag).
+      waitForReaders(on: 0..<Int(CTS_slots_used()))
+      if hashedInUse.load(ordering: .sequentiallyConsistent) {
+        waitForReaders(on: Int(CTS_SLOTS)..<stripes.stripes)
       }
       defer { writing.store(0, ordering: .releasing) }
       return try body()
+    }
+  }
+
+  /// Waits until every reader that entered one of `range`'s stripes before
+  /// now has left; readers entering later see the flag and back out.
+  private func waitForReaders(on range: Range<Int>) {
+    for stripe in range {
+      let inside = stripes.cell(stripe, Self.entered).pointee.load(
+        ordering: .sequentiallyConsistent)
+      let exited = stripes.cell(stripe, Self.exited)
+      while exited.pointee.load(ordering: .acquiring) &- inside < 0 { sched_yield() }
     }
   }
 

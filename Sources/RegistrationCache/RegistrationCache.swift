@@ -75,6 +75,9 @@ public final class RegistrationCache: @unchecked Sendable {
   private var watchedRanges = RegionIndex<Void>()
   /// This cache's use of the process's one userfaultfd monitor.
   let subscription: MonitorSubscription?
+  /// The same, unretained (`subscription` keeps it): the hit path's check
+  /// for queued invalidations then costs no retain and release.
+  private let pendingCheck: Unmanaged<MonitorSubscription>?
   let monitorState: CacheMonitor
   private let frameCheck: FrameCheck?
   private let pageSize: Int
@@ -116,6 +119,7 @@ public final class RegistrationCache: @unchecked Sendable {
       }
     }
     frameCheck = limits.checkFramesOnHit ? FrameCheck() : nil
+    pendingCheck = subscription.map { Unmanaged.passUnretained($0) }
   }
 
   deinit {
@@ -221,7 +225,7 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
-    if let subscription, subscription.hasPending {
+    if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
       lock.withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)

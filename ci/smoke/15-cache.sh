@@ -28,6 +28,13 @@ echo "+ umem cache-bench --registrar counter --regions 1000 --lookups 100000 --j
 out=$("$bin/umem" cache-bench --registrar counter --regions 1000 --lookups 100000 --json)
 check "$out" counter
 
+# Without per-thread slots (the path a kernel that refuses membarrier gets):
+# every reader on the hashed stripes, with atomic adds.
+echo "+ UMEM_CACHE_THREAD_SLOTS=0 umem cache-bench --registrar counter --threads 2 --json"
+out=$(UMEM_CACHE_THREAD_SLOTS=0 "$bin/umem" cache-bench --registrar counter --regions 300 \
+  --lookups 20000 --threads 2 --json)
+check "$out" counter
+
 echo "+ umem cache-bench --regions 200 --lookups 20000 --threads 2 --json"
 out=$("$bin/umem" cache-bench --regions 200 --lookups 20000 --threads 2 --json)
 check "$out" verbs

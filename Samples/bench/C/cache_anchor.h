@@ -7,7 +7,8 @@
  * anchor_main(). The harness maps N buffers, registers each once (the
  * misses), then lets T threads look them up M/T times each in their own
  * random order (SplitMix64, seeded as the Swift tool seeds it), every lookup
- * followed by its release, and prints one JSON object.
+ * followed by its release (R times over, each timed: the median counts),
+ * and prints one JSON object.
  */
 #ifndef CACHE_ANCHOR_H
 #define CACHE_ANCHOR_H
@@ -20,6 +21,8 @@ struct anchor_options {
   long threads;        /* --threads T (default 1) */
   size_t size;         /* --size BYTES per buffer (default 4096) */
   const char *device;  /* --device NAME (default: the library's first) */
+  long repeats;        /* --repeats R: each thread times its M/T lookups R times
+                        * (default 1); the hit cost is each thread's median */
 };
 
 struct anchor_ops {

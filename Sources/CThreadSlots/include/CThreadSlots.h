@@ -24,7 +24,8 @@ static inline int32_t CTS_current(void) { return CTS_slot_plus_one; }
 /// Claims a free slot for the calling thread (released when it exits), or
 /// records that it has none; returns the new CTS_current(). The first call
 /// in the process registers for MEMBARRIER_CMD_PRIVATE_EXPEDITED; where
-/// that fails no thread gets a slot. Includes a full memory barrier.
+/// that fails, or the environment has UMEM_CACHE_THREAD_SLOTS=0, no thread
+/// gets a slot. Includes a full memory barrier.
 int32_t CTS_claim(void);
 
 /// Does the process-wide setup CTS_claim would do first (registering for
@@ -35,6 +36,12 @@ int CTS_prepare(void);
 
 /// How many slots are owned now (a sequentially consistent load).
 int32_t CTS_owned(void);
+
+/// One more than the highest slot ever claimed in this process (0 before
+/// the first claim): slots at and above it have never been used, so a
+/// writer need not look at their stripes. A sequentially consistent load;
+/// a claim raises it before the claiming thread's first read.
+int32_t CTS_slots_used(void);
 
 /// The light half: stops the compiler from moving memory accesses across
 /// it; the processor may still delay the thread's stores (a store buffer),
