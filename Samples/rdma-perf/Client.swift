@@ -97,6 +97,12 @@ func runClient(_ settings: ClientSettings, progress: (Result) -> Void) throws ->
               bandwidth.cacheHits = after.hits.map { $0 - (before.hits ?? 0) }
               bandwidth.cacheMisses = after.misses.map { $0 - (before.misses ?? 0) }
               bandwidth.cacheMonitor = after.monitor
+              bandwidth.cacheMonitorEvents = after.monitorEvents.map {
+                $0 - (before.monitorEvents ?? 0)
+              }
+              bandwidth.cacheInvalidations = after.invalidations.map {
+                $0 - (before.invalidations ?? 0)
+              }
             }
             measured = bandwidth
           case .writeLatency:

@@ -128,12 +128,16 @@ final class MessageBuffers {
     var hits: Int?
     var misses: Int?
     var monitor: String?
+    var monitorEvents: Int?
+    var invalidations: Int?
   }
 
   /// Cache counters now, to subtract around a run.
   func figures() -> RunFigures {
     guard let statistics = cache?.statistics else { return RunFigures() }
     return RunFigures(
-      hits: statistics.hits, misses: statistics.misses, monitor: statistics.monitor.description)
+      hits: statistics.hits, misses: statistics.misses, monitor: statistics.monitor.description,
+      monitorEvents: statistics.monitorEvents,
+      invalidations: statistics.invalidations.values.reduce(0, +))
   }
 }

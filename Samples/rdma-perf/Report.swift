@@ -56,6 +56,11 @@ struct Result: Codable {
   var cacheHits: Int?
   var cacheMisses: Int?
   var cacheMonitor: String?
+  /// Cached runs: events the userfaultfd monitor read during the run (an
+  /// unmap or discard anywhere in a watched stretch is one), and the
+  /// entries they invalidated.
+  var cacheMonitorEvents: Int?
+  var cacheInvalidations: Int?
 
   static func bandwidth(_ test: Test, bytes: Int, iterations: Int, nanoseconds: UInt64) -> Result {
     let seconds = Double(nanoseconds) / 1e9

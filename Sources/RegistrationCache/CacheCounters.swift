@@ -31,7 +31,13 @@ final class CacheCounters: Sendable {
   private let staleFrames = Atomic<Int>(0)
   private let monitorOverflow = Atomic<Int>(0)
 
-  init() {}
+  /// The registrar's deregistration hook (tests), kept here because every
+  /// entry already points at this object.
+  let deregistered: (@Sendable (RegisteredMemory) -> Void)?
+
+  init(deregistered: (@Sendable (RegisteredMemory) -> Void)? = nil) {
+    self.deregistered = deregistered
+  }
 
   func invalidated(_ cause: InvalidationCause) {
     switch cause {

@@ -157,7 +157,7 @@ final class CacheEntry: @unchecked Sendable {
     } catch {
       counters.deregistrationFailures.add(1, ordering: .relaxed)
     }
-    registered.onDeregister?()
+    counters.deregistered?(registered)
     counters.deregistrations.add(1, ordering: .relaxed)
     counters.liveRegistrations.subtract(1, ordering: .relaxed)
     counters.liveBytes.subtract(length, ordering: .relaxed)

@@ -6,13 +6,15 @@
 /// through here.
 struct EntryIndex {
   private(set) var ordered = RegionIndex<CacheEntry>()
-  private let firstPages = FirstPageTable<CacheEntry>()
+  private let firstPages: FirstPageTable<CacheEntry>
   /// The page size entries are aligned to.
   private let pageMask: UInt64
 
-  /// `pageSize` is a power of two.
-  init(pageSize: Int) {
+  /// `pageSize` is a power of two; `expectedCount` sizes the table (the
+  /// cache's entry limit).
+  init(pageSize: Int, expectedCount: Int = 0) {
     pageMask = UInt64(pageSize) - 1
+    firstPages = FirstPageTable(expectedCount: expectedCount)
   }
 
   var count: Int { ordered.count }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A hash table from the page an entry starts on to the entry: the cache's
 /// shortcut past the search. A buffer is nearly always looked up at its own
 /// address (an MPI library looks up the buffer it was handed; a lookup of a
@@ -12,6 +16,10 @@
 /// Removal shifts the following run back (no tombstones), so probes stay
 /// short however many entries come and go. Written only under the cache's
 /// write lock, read under its read lock: plain memory, no atomics.
+/// The table starts large enough for the entries the cache expects (its
+/// entry limit, up to a million), and is written through once when made,
+/// so that misses pay neither for doubling it nor for the page faults of
+/// its first touches (tens of microseconds each under emulation).
 final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
   // @unchecked: the cache's lock orders every access.
   private struct Slot {
@@ -26,18 +34,29 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
   private(set) var count = 0
   private static var minimumCapacity: Int { 64 }
 
-  init() {
-    slots = Self.allocate(Self.minimumCapacity)
-    mask = Self.minimumCapacity - 1
-    shift = Self.shift(for: Self.minimumCapacity)
+  /// A table for about `expectedCount` values before it first grows.
+  init(expectedCount: Int = 0) {
+    // At most half full; 2^21 slots (32 MiB of address space) at most.
+    let wanted = Swift.min(Swift.max(expectedCount, 0), 1 << 20) * 2
+    var capacity = Self.minimumCapacity
+    while capacity < wanted { capacity <<= 1 }
+    slots = Self.allocate(capacity)
+    mask = capacity - 1
+    shift = Self.shift(for: capacity)
+    // calloc's zero pages of a large table are not mapped yet: map them now.
+    memset(slots, 0, capacity * MemoryLayout<Slot>.stride)
   }
 
-  deinit { slots.deallocate() }
+  deinit { free(slots) }
 
+  /// `capacity` empty slots: zeroed memory is a table of empty slots (a
+  /// zero page and a nil reference), so `calloc` initializes it.
   private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<Slot> {
-    let memory = UnsafeMutablePointer<Slot>.allocate(capacity: capacity)
-    memory.initialize(repeating: Slot(page: 0, value: nil), count: capacity)
-    return memory
+    guard let memory = calloc(capacity, MemoryLayout<Slot>.stride) else {
+      // As Swift's own allocations do when memory runs out.
+      fatalError("FirstPageTable: calloc of \(capacity) slots failed")
+    }
+    return memory.bindMemory(to: Slot.self, capacity: capacity)
   }
 
   /// `capacity` is a power of two from 64 to 2^62.
@@ -106,12 +125,9 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
     count -= 1
   }
 
-  /// Forgets everything, back to the smallest table.
+  /// Forgets everything; the table keeps its size.
   func removeAll() {
-    slots.deallocate()
-    slots = Self.allocate(Self.minimumCapacity)
-    mask = Self.minimumCapacity - 1
-    shift = Self.shift(for: Self.minimumCapacity)
+    memset(slots, 0, (mask + 1) * MemoryLayout<Slot>.stride)
     count = 0
   }
 
@@ -126,7 +142,7 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
       while slots[j].page != 0 { j = (j &+ 1) & mask }
       slots[j] = old[i]
     }
-    old.deallocate()
+    free(old)
   }
 
   /// Every stored page with its value; for tests.

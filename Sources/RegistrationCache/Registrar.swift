@@ -7,19 +7,12 @@ package struct RegisteredMemory: Sendable {
   package var rkey: UInt32
   package var iova: UInt64
   package var region: SharedMemoryRegion?
-  /// Called when the cache deregisters it (after closing `region`): how a
-  /// test registrar learns when a registration ends.
-  package var onDeregister: (@Sendable () -> Void)?
 
-  package init(
-    lkey: UInt32, rkey: UInt32, iova: UInt64, region: SharedMemoryRegion?,
-    onDeregister: (@Sendable () -> Void)? = nil
-  ) {
+  package init(lkey: UInt32, rkey: UInt32, iova: UInt64, region: SharedMemoryRegion?) {
     self.lkey = lkey
     self.rkey = rkey
     self.iova = iova
     self.region = region
-    self.onDeregister = onDeregister
   }
 }
 
@@ -31,12 +24,18 @@ package struct Registrar: Sendable {
     @Sendable (_ start: UInt64, _ length: Int, _ access: MemoryAccess) throws(VerbsError) ->
       RegisteredMemory
 
+  /// Called when the cache deregisters a registration (after closing its
+  /// region): how a test registrar learns when one ends.
+  package var deregistered: (@Sendable (RegisteredMemory) -> Void)?
+
   package init(
     register:
       @escaping @Sendable (UInt64, Int, MemoryAccess) throws(VerbsError) ->
-      RegisteredMemory
+      RegisteredMemory,
+    deregistered: (@Sendable (RegisteredMemory) -> Void)? = nil
   ) {
     self.register = register
+    self.deregistered = deregistered
   }
 
   /// Registers with `ibv_reg_mr` on `domain`; the region is not tied to any

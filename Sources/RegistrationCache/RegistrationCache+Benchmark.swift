@@ -36,7 +36,7 @@ extension RegistrationCache {
   package static func benchmarkIndex(regions: Int, stride: Int, lookups: Int)
     -> (wall: Double, cpu: Double)
   {
-    var index = EntryIndex(pageSize: PageAlignedBuffer.pageSize)
+    var index = EntryIndex(pageSize: PageAlignedBuffer.pageSize, expectedCount: regions)
     let base: UInt64 = 0x7f00_0000_0000
     let counters = CacheCounters()
     for i in 0..<regions {

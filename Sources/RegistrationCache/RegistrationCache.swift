@@ -64,7 +64,7 @@ public final class RegistrationCache: @unchecked Sendable {
   public let domain: SharedProtectionDomain?
   public let limits: CacheLimits
   let registrar: Registrar
-  let counters = CacheCounters()
+  let counters: CacheCounters
   private let lock = ReaderWriterLock()
   // Unchecked: the lock is the exclusivity check, and a dynamic one would
   // cost the hit path a runtime call.
@@ -99,10 +99,11 @@ public final class RegistrationCache: @unchecked Sendable {
     monitor choice: MonitorChoice
   ) {
     self.registrar = registrar
+    counters = CacheCounters(deregistered: registrar.deregistered)
     self.domain = domain
     self.limits = limits
     pageSize = PageAlignedBuffer.pageSize
-    index = EntryIndex(pageSize: pageSize)
+    index = EntryIndex(pageSize: pageSize, expectedCount: limits.maxEntries)
     enforcedByKernel = !ProcessStatus.current().has(capability: ProcessStatus.ipcLock)
     switch choice {
     case .explicitOnly:
@@ -193,7 +194,8 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// The same registration as ``lookup(address:length:access:)``, held by
   /// a noncopyable ``RegistrationLease`` instead of an object: no
-  /// allocation, and three fewer atomic operations per lookup and release.
+  /// allocation and no reference counting (an object's retain and release
+  /// and its released flag are locked instructions the lease never runs).
   /// For the hot path: the compiler checks that each lease is released
   /// exactly once (``RegistrationLease/release()`` consumes it; dropping it
   /// releases too), and ``RegistrationLease/shared()`` turns one into a

@@ -18,17 +18,17 @@ import Verbs
     let deregisteredTwice = Atomic<Int>(0)
 
     var registrar: Registrar {
-      Registrar { start, _, _ throws(VerbsError) in
-        let key = self.next.add(1, ordering: .relaxed).newValue
-        self.live.withLock { _ = $0.insert(key) }
-        return RegisteredMemory(
-          lkey: key, rkey: key, iova: start, region: nil,
-          onDeregister: {
-            if self.live.withLock({ $0.remove(key) }) == nil {
-              self.deregisteredTwice.add(1, ordering: .relaxed)
-            }
-          })
-      }
+      Registrar(
+        register: { start, _, _ throws(VerbsError) in
+          let key = self.next.add(1, ordering: .relaxed).newValue
+          self.live.withLock { _ = $0.insert(key) }
+          return RegisteredMemory(lkey: key, rkey: key, iova: start, region: nil)
+        },
+        deregistered: { registered in
+          if self.live.withLock({ $0.remove(registered.lkey) }) == nil {
+            self.deregisteredTwice.add(1, ordering: .relaxed)
+          }
+        })
     }
 
     func isLive(_ key: UInt32) -> Bool { live.withLock { $0.contains(key) } }
