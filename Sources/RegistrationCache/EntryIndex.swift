@@ -17,6 +17,11 @@ struct EntryIndex {
     firstPages = FirstPageTable(expectedCount: expectedCount)
   }
 
+  /// Changes so far (insertions and removals): a lookup that found
+  /// nothing can tell, under the write lock, whether the index is still
+  /// the one it searched.
+  private(set) var generation = 0
+
   var count: Int { ordered.count }
   var values: [CacheEntry] { ordered.values }
 
@@ -48,10 +53,16 @@ struct EntryIndex {
     ordered.lastStarting(atOrBelow: address)
   }
 
-  /// Adds `entry`, which overlaps no entry in the index.
-  mutating func insert(_ entry: CacheEntry) {
-    ordered.insert(start: entry.start, end: entry.end, value: entry)
+  /// Adds `entry`, which overlaps no entry in the index; `position`, when
+  /// given, is where it belongs (checked; see ``RegionIndex``).
+  mutating func insert(_ entry: CacheEntry, at position: Int? = nil) {
+    if let position {
+      ordered.insert(start: entry.start, end: entry.end, value: entry, at: position)
+    } else {
+      ordered.insert(start: entry.start, end: entry.end, value: entry)
+    }
     firstPages.set(entry, forPage: entry.start)
+    generation &+= 1
   }
 
   /// Removes the entries at `positions` and returns them.
@@ -59,12 +70,14 @@ struct EntryIndex {
   mutating func remove(_ positions: Range<Int>) -> [CacheEntry] {
     let removed = ordered.remove(positions)
     for entry in removed { firstPages.remove(page: entry.start, ifItIs: entry) }
+    if !removed.isEmpty { generation &+= 1 }
     return removed
   }
 
   /// Removes every entry and returns them.
   mutating func removeAll() -> [CacheEntry] {
     firstPages.removeAll()
+    generation &+= 1
     return ordered.removeAll()
   }
 

@@ -100,6 +100,33 @@ struct RegionIndex<Value> {
   mutating func insert(start: UInt64, end: UInt64, value: Value) {
     precondition(start < end && overlapping(start: start, end: end).isEmpty, "overlap in the index")
     let position = (lastStarting(atOrBelow: start) ?? -1) + 1
+    insert(start: start, end: end, value: value, checkedAt: position)
+  }
+
+  /// The same, at `position` when that is where the range belongs (as a
+  /// caller that has just removed the ranges overlapping it knows: the
+  /// first removed position): checked in O(1) against its two neighbours,
+  /// which is the whole disjointness check for sorted ranges; anywhere
+  /// else, found by searching as above.
+  mutating func insert(start: UInt64, end: UInt64, value: Value, at position: Int) {
+    let fits =
+      start < end && position >= 0 && position <= count
+      && (position == 0 || ends[position - 1] <= start)
+      && (position == count || end <= starts[position])
+    guard fits else { return insert(start: start, end: end, value: value) }
+    insert(start: start, end: end, value: value, checkedAt: position)
+  }
+
+  private mutating func insert(start: UInt64, end: UInt64, value: Value, checkedAt position: Int) {
+    if position == starts.count {
+      // After the last range (buffers mapped upwards): appends, and a
+      // summary entry only when a block begins.
+      starts.append(start)
+      ends.append(end)
+      values.append(value)
+      if position % Self.fanout == 0 { summary.append(start) }
+      return
+    }
     starts.insert(start, at: position)
     ends.insert(end, at: position)
     values.insert(value, at: position)

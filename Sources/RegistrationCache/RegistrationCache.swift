@@ -231,7 +231,10 @@ public final class RegistrationCache: @unchecked Sendable {
       lock.withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)
-    if let held = lock.withReadLock({ hit(start: address, end: end, access: access, tick: tick) }) {
+    var (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
+      (hit(start: address, end: end, access: access, tick: tick), index.generation)
+    }
+    if let held = found {
       guard let frameCheck else { return held }
       // Slow path from here on: a strong reference is fine.
       let entry = held.takeUnretainedValue()
@@ -255,8 +258,9 @@ public final class RegistrationCache: @unchecked Sendable {
         applyPendingInvalidations()
         if !entry.isDetached { drop(entry, cause: .staleFrames) }
       }
+      searched = nil  // found something: the miss must search again
     }
-    return try miss(start: address, end: end, access: access, tick: tick)
+    return try miss(start: address, end: end, access: access, tick: tick, searched: searched)
   }
 
   /// Stops serving registrations that share a byte with
@@ -293,13 +297,18 @@ public final class RegistrationCache: @unchecked Sendable {
 
   // MARK: - Under the write lock
 
-  private func miss(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int)
+  /// `searched`: the index's generation when the read lock found nothing
+  /// (the frame check's retry passes nil: it found a stale entry).
+  private func miss(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int, searched: Int?)
     throws(VerbsError) -> Unmanaged<CacheEntry>
   {
     try lock.withWriteLock { () throws(VerbsError) -> Unmanaged<CacheEntry> in
       applyPendingInvalidations()
-      // Another thread may have registered it while this one waited.
-      if let held = hit(start: start, end: end, access: access, tick: tick) {
+      // Another thread may have registered it while this one waited (the
+      // index changed since the search), or the monitor's news dropped it.
+      if index.generation != searched,
+        let held = hit(start: start, end: end, access: access, tick: tick)
+      {
         return held
       }
       counters.misses.add(1, ordering: .relaxed)
@@ -326,18 +335,22 @@ public final class RegistrationCache: @unchecked Sendable {
         union = (pageStart, pageEnd, access)
       }
       for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
+      // With the overlaps gone, the new range belongs where they began.
       let entry = try register(
         start: union.start, end: union.end, access: union.access,
-        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty, tick: tick)
+        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty, tick: tick,
+        position: overlaps.lowerBound)
       return Unmanaged.passUnretained(entry)
     }
   }
 
   /// Registers (with the ENOMEM retry and the merge fallback), watches and
   /// indexes one range, and acquires it for the caller's handle.
+  /// `position`: where in the index the range belongs (a hint, checked).
   private func register(
     start: UInt64, end: UInt64, access: MemoryAccess,
-    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool, tick: Int
+    fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool, tick: Int,
+    position: Int
   ) throws(VerbsError) -> CacheEntry {
     // Both ends are page-aligned user addresses; a length past Int.max
     // cannot be registered anyway.
@@ -360,7 +373,7 @@ public final class RegistrationCache: @unchecked Sendable {
         // Part of the union may be gone; register what was asked for.
         return try register(
           start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
-          merged: false, tick: tick)
+          merged: false, tick: tick, position: position)
       }
       counters.registrationFailures.add(1, ordering: .relaxed)
       throw error
@@ -374,7 +387,7 @@ public final class RegistrationCache: @unchecked Sendable {
     // Before a detach: handles do not retain their entry.
     entry.acquire(at: tick, claiming: false)
     if watched {
-      index.insert(entry)
+      index.insert(entry, at: position)
       counters.cachedEntries.add(1, ordering: .relaxed)
       counters.cachedBytes.add(length, ordering: .relaxed)
     } else {

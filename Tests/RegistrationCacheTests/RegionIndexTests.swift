@@ -46,6 +46,28 @@ import Testing
     }
   }
 
+  /// Insertion with a position hint: right hints are taken, wrong ones
+  /// (anywhere, including out of bounds) fall back to the search, and the
+  /// index ends up the same as without hints.
+  @Test func positionHintsAreCheckedNotTrusted() {
+    var rng = SystemRandomNumberGenerator()
+    var hinted = RegionIndex<Int>()
+    var plain = RegionIndex<Int>()
+    for step in 0..<2000 {
+      let s = UInt64.random(in: 0..<4000, using: &rng) * 16
+      let e = s + UInt64.random(in: 1..<8, using: &rng) * 16
+      let overlaps = plain.overlapping(start: s, end: e)
+      guard overlaps.isEmpty else { continue }
+      let right = overlaps.lowerBound
+      let hint = step % 3 == 0 ? right : Int.random(in: -2...(plain.count + 2), using: &rng)
+      hinted.insert(start: s, end: e, value: step, at: hint)
+      plain.insert(start: s, end: e, value: step)
+      hinted.checkInvariants()
+    }
+    #expect(hinted.starts == plain.starts && hinted.ends == plain.ends)
+    #expect(hinted.values == plain.values && hinted.count > 500)
+  }
+
   @Test func adjacentRangesDoNotOverlap() {
     var index = RegionIndex<Int>()
     index.insert(start: 0x1000, end: 0x2000, value: 1)
