@@ -28,6 +28,10 @@ struct RegionIndex<Value> {
   ///
   /// - Complexity: O(log n).
   func lastStarting(atOrBelow address: UInt64) -> Int? {
+    // Buffers are usually mapped in address order, up or down: a new one
+    // lies past either end, found without a search.
+    guard let last = starts.last, address < last else { return starts.isEmpty ? nil : count - 1 }
+    if address < starts[0] { return nil }
     let block = summary.withUnsafeBufferPointer { keys -> Int? in
       // Branch-free halving (the compare becomes a conditional move): a
       // hit at random addresses pays no mispredicted branches.
@@ -79,6 +83,7 @@ struct RegionIndex<Value> {
     var first = lastStarting(atOrBelow: start) ?? 0
     if first < count && ends[first] <= start { first += 1 }
     // `end` is exclusive: a range starting at `end` only touches.
+    if first == count || end <= starts[first] { return first..<first }
     var low = first
     var high = starts.count
     while low < high {
