@@ -96,7 +96,8 @@ struct CacheBench: ParsableCommand {
     var missNanoseconds: Double
     /// Mean per plain registration without the cache (`ibv_reg_mr` through
     /// SharedProtectionDomain, each deregistered untimed) of up to 1,000
-    /// buffers spread over the fill, each just before its miss.
+    /// buffers spread over the fill, each right next to its miss (before
+    /// it in every other pair, after it in the rest).
     var plainRegisterNanoseconds: Double?
     /// Mean per miss of those same buffers.
     var pairedMissNanoseconds: Double?
@@ -152,8 +153,8 @@ struct CacheBench: ParsableCommand {
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
       // Fill: one miss per buffer. With a device, up to 1,000 of them,
-      // spread evenly over the fill, each follow a plain registration of
-      // the same buffer (timed; deregistered untimed), so that each pair
+      // spread evenly over the fill, are paired with a plain registration
+      // of the same buffer (timed; deregistered untimed), so that each pair
       // sees the same machine and the same number of live registrations:
       // an emulated machine is too noisy to compare two separate loops,
       // and registering gets slower as registrations accumulate.
@@ -163,19 +164,27 @@ struct CacheBench: ParsableCommand {
       var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
       var pairRatios: [Double] = []
-      var lastPlain = Duration.zero
+      /// A plain registration of buffer `i`, timed; closed by the caller.
+      func plainRegistration(_ i: Int, _ pd: SharedProtectionDomain) throws -> (
+        Duration, SharedMemoryRegion
+      ) {
+        let start = ContinuousClock.now
+        let region = try pd.unsafeRegister(
+          UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
+          access: access)
+        return (ContinuousClock.now - start, region)
+      }
       for i in 0..<regions {
         let address = base + UInt64(i * stride)
         let paired = pd != nil && i % plainEvery == 0
-        if let pd, paired {
-          let start = ContinuousClock.now
-          let region = try pd.unsafeRegister(
-            UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
-            access: access)
-          lastPlain = ContinuousClock.now - start
-          plainTotal += lastPlain
-          try region.close()
-        }
+        // Pairs alternate which goes first, and the plain registration is
+        // closed only after both: whichever runs second finds the page
+        // pinned and the kernel's structures warm, whichever runs first
+        // follows the last pair's deregistration, and neither may be
+        // favoured.
+        let plainFirst = (i / plainEvery) % 2 == 0
+        var plainRun: (Duration, SharedMemoryRegion)?
+        if let pd, paired, plainFirst { plainRun = try plainRegistration(i, pd) }
         // The same kind of hold the timed lookups take.
         let start = ContinuousClock.now
         switch handle {
@@ -183,10 +192,13 @@ struct CacheBench: ParsableCommand {
         case .object: try cache.lookup(address: address, length: bytes, access: access).release()
         }
         let took = ContinuousClock.now - start
+        if let pd, paired, !plainFirst { plainRun = try plainRegistration(i, pd) }
         missTotal += took
-        if paired {
+        if let (plainTook, region) = plainRun {
+          try region.close()
+          plainTotal += plainTook
           pairedMissTotal += took
-          if lastPlain > .zero { pairRatios.append(took.nanoseconds / lastPlain.nanoseconds) }
+          if plainTook > .zero { pairRatios.append(took.nanoseconds / plainTook.nanoseconds) }
         }
       }
       let missNanoseconds = missTotal.nanoseconds / Double(regions)
