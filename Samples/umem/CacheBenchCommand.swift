@@ -96,10 +96,11 @@ struct CacheBench: ParsableCommand {
     var missNanoseconds: Double
     /// Mean per plain registration without the cache (`ibv_reg_mr` through
     /// SharedProtectionDomain, each deregistered untimed) of up to 1,000
-    /// buffers spread over the fill, each right next to its miss (before
-    /// it in every other pair, after it in the rest).
+    /// buffers of the same size in a mapping of their own, each right next
+    /// to a miss spread over the fill (before it in every other pair, after
+    /// it in the rest).
     var plainRegisterNanoseconds: Double?
-    /// Mean per miss of those same buffers.
+    /// Mean per miss of the buffers those were paired with.
     var pairedMissNanoseconds: Double?
     /// pairedMissNanoseconds / plainRegisterNanoseconds.
     var missOverPlain: Double?
@@ -110,7 +111,7 @@ struct CacheBench: ParsableCommand {
     /// How many buffers the two means above are over.
     var plainSamples: Int
     /// Mean per plain registration when all are kept registered at once
-    /// (as many as the cache holds, up to 1,000), and the miss against it.
+    /// (the plain buffers, up to 1,000), and the miss against it.
     var plainKeptRegisterNanoseconds: Double?
     var missOverPlainKept: Double?
     var statistics: CacheStatistics
@@ -154,7 +155,7 @@ struct CacheBench: ParsableCommand {
       let access: MemoryAccess = [.localWrite, .remoteRead]
       // Fill: one miss per buffer. With a device, up to 1,000 of them,
       // spread evenly over the fill, are paired with a plain registration
-      // of the same buffer (timed; deregistered untimed), so that each pair
+      // of a buffer like it (timed; deregistered untimed), so that each pair
       // sees the same machine and the same number of live registrations:
       // an emulated machine is too noisy to compare two separate loops,
       // and registering gets slower as registrations accumulate.
@@ -164,13 +165,21 @@ struct CacheBench: ParsableCommand {
       var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
       var pairRatios: [Double] = []
-      /// A plain registration of buffer `i`, timed; closed by the caller.
-      func plainRegistration(_ i: Int, _ pd: SharedProtectionDomain) throws -> (
+      // The plain registrations get buffers of their own (one mapping
+      // like the cache's, touched the same way): a second registration of
+      // the same page finds it pinned and runs faster, whichever side goes
+      // second.
+      let plainMemory = try SharedBuffer(byteCount: stride * max(plainCount, 1))
+      plainMemory.withUnsafeMutableBytes {
+        _ = $0.initializeMemory(as: UInt8.self, repeating: 1)
+      }
+      /// Plain registration number `k`, timed; closed by the caller.
+      func plainRegistration(_ k: Int, _ pd: SharedProtectionDomain) throws -> (
         Duration, SharedMemoryRegion
       ) {
         let start = ContinuousClock.now
         let region = try pd.unsafeRegister(
-          UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
+          UnsafeMutableRawBufferPointer(start: plainMemory.baseAddress + k * stride, count: bytes),
           access: access)
         return (ContinuousClock.now - start, region)
       }
@@ -178,13 +187,12 @@ struct CacheBench: ParsableCommand {
         let address = base + UInt64(i * stride)
         let paired = pd != nil && i % plainEvery == 0
         // Pairs alternate which goes first, and the plain registration is
-        // closed only after both: whichever runs second finds the page
-        // pinned and the kernel's structures warm, whichever runs first
-        // follows the last pair's deregistration, and neither may be
-        // favoured.
-        let plainFirst = (i / plainEvery) % 2 == 0
+        // closed only after both, so neither side always follows the
+        // other's work.
+        let k = i / plainEvery
+        let plainFirst = k % 2 == 0
         var plainRun: (Duration, SharedMemoryRegion)?
-        if let pd, paired, plainFirst { plainRun = try plainRegistration(i, pd) }
+        if let pd, paired, plainFirst { plainRun = try plainRegistration(k, pd) }
         // The same kind of hold the timed lookups take.
         let start = ContinuousClock.now
         switch handle {
@@ -192,7 +200,7 @@ struct CacheBench: ParsableCommand {
         case .object: try cache.lookup(address: address, length: bytes, access: access).release()
         }
         let took = ContinuousClock.now - start
-        if let pd, paired, !plainFirst { plainRun = try plainRegistration(i, pd) }
+        if let pd, paired, !plainFirst { plainRun = try plainRegistration(k, pd) }
         missTotal += took
         if let (plainTook, region) = plainRun {
           try region.close()
@@ -207,14 +215,16 @@ struct CacheBench: ParsableCommand {
       let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
+      // On the plain buffers (the cache's are pinned by its own entries).
       var plainKept: Double?
-      if let pd {
+      if let pd, plainCount > 0 {
         var kept: [SharedMemoryRegion] = []
         let start = ContinuousClock.now
-        for i in 0..<min(regions, 1000) {
+        for k in 0..<plainCount {
           kept.append(
             try pd.unsafeRegister(
-              UnsafeMutableRawBufferPointer(start: memory.baseAddress + i * stride, count: bytes),
+              UnsafeMutableRawBufferPointer(
+                start: plainMemory.baseAddress + k * stride, count: bytes),
               access: access))
         }
         plainKept = (ContinuousClock.now - start).nanoseconds / Double(kept.count)
