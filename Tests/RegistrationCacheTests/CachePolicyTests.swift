@@ -217,17 +217,11 @@ import Verbs
     }
     let cache = RegistrationCache(
       registrar: recording, limits: CacheLimits(maxEntries: 2000), monitor: .explicitOnly)
-    let stop = Atomic<Bool>(false)
-    let invalidatorDone = Atomic<Bool>(false)
-    Thread.detachNewThread {
-      var rng = SystemRandomNumberGenerator()
-      while !stop.load(ordering: .relaxed) {
-        let r = Int.random(in: 0..<ranges, using: &rng)
-        started[r].value.add(1, ordering: .sequentiallyConsistent)
-        cache.invalidate(address: base + UInt64(r * page), length: page)
-        finished[r].value.add(1, ordering: .sequentiallyConsistent)
-      }
-      invalidatorDone.store(true, ordering: .releasing)
+    let invalidator = RepeatingThread { rng in
+      let r = Int.random(in: 0..<ranges, using: &rng)
+      started[r].value.add(1, ordering: .sequentiallyConsistent)
+      cache.invalidate(address: base + UInt64(r * page), length: page)
+      finished[r].value.add(1, ordering: .sequentiallyConsistent)
     }
     let stale = Atomic<Int>(0)
     let failures = Mutex<[String]>([])
@@ -246,8 +240,7 @@ import Verbs
         }
       }
     }
-    stop.store(true, ordering: .relaxed)
-    while !invalidatorDone.load(ordering: .acquiring) { usleep(1000) }
+    invalidator.stop()
     #expect(failures.withLock { $0 } == [])
     #expect(stale.load(ordering: .relaxed) == 0)
     let s = cache.statistics

@@ -87,16 +87,10 @@ import Verbs
     let threads = 6
     let mailboxes = (0..<threads).map { _ in Mailbox() }
     let dead = Atomic<Int>(0)
-    let stop = Atomic<Bool>(false)
-    let invalidatorDone = Atomic<Bool>(false)
-    Thread.detachNewThread {
-      var rng = SystemRandomNumberGenerator()
-      while !stop.load(ordering: .relaxed) {
-        let r = Int.random(in: 0..<ranges, using: &rng)
-        cache.invalidate(address: base + UInt64(r * page), length: page)
-        usleep(UInt32.random(in: 0..<50, using: &rng))
-      }
-      invalidatorDone.store(true, ordering: .releasing)
+    let invalidator = RepeatingThread { rng in
+      let r = Int.random(in: 0..<ranges, using: &rng)
+      cache.invalidate(address: base + UInt64(r * page), length: page)
+      usleep(UInt32.random(in: 0..<50, using: &rng))
     }
     runOnThreads(threads) { t in
       var rng = SystemRandomNumberGenerator()
@@ -134,8 +128,7 @@ import Verbs
         handle.release()
       }
     }
-    stop.store(true, ordering: .relaxed)
-    while !invalidatorDone.load(ordering: .acquiring) { usleep(1000) }
+    invalidator.stop()
     #expect(dead.load(ordering: .relaxed) == 0)
     #expect(ledger.deregisteredTwice.load(ordering: .relaxed) == 0)
     let s = cache.statistics

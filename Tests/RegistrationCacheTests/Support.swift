@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Verbs
 
@@ -76,4 +77,25 @@ enum GNU {
   static let mallocTrim = unsafeBitCast(
     dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim")!,
     to: (@convention(c) (Int) -> Int32).self)
+}
+
+/// Runs `step` over and over on a thread of its own (an invalidator beside
+/// the threads under test) until ``stop()``, which returns once the thread
+/// has finished its last step.
+final class RepeatingThread: Sendable {
+  private let stopping = Atomic<Bool>(false)
+  private let done = Atomic<Bool>(false)
+
+  init(_ step: @escaping @Sendable (inout SystemRandomNumberGenerator) -> Void) {
+    Thread.detachNewThread { [self] in
+      var rng = SystemRandomNumberGenerator()
+      while !stopping.load(ordering: .relaxed) { step(&rng) }
+      done.store(true, ordering: .releasing)
+    }
+  }
+
+  func stop() {
+    stopping.store(true, ordering: .relaxed)
+    while !done.load(ordering: .acquiring) { usleep(1000) }
+  }
 }
