@@ -31,7 +31,9 @@ import Synchronization
 ///
 /// **Hashed stripes.** Threads beyond the 64th, and every thread where the
 /// kernel refuses membarrier, share 32 stripes picked by a hash of the
-/// thread, with sequentially consistent read-modify-writes, as before.
+/// thread, and count with sequentially consistent read-modify-writes: the
+/// add to `entered` is then a full barrier of its own, and the writer's
+/// flag and the reader's add cannot both miss each other.
 ///
 /// A writer takes a mutex among writers, raises the flag (turning new
 /// readers away) and waits until every stripe's `exited` reaches the
