@@ -49,7 +49,11 @@ struct CacheBench: ParsableCommand {
     guard regions >= 1, regions <= 10_000_000 else {
       throw ValidationError("--regions must be 1 to 10,000,000")
     }
-    guard lookups >= 1 else { throw ValidationError("--lookups must be at least 1") }
+    // Bounded like the C anchors' --lookups, so that lookups x repeats
+    // (and each thread's order array) stays far inside Int.
+    guard lookups >= 1, lookups <= 1_000_000_000 else {
+      throw ValidationError("--lookups must be 1 to 1,000,000,000")
+    }
     guard repeats >= 1, repeats <= 1000 else {
       throw ValidationError("--repeats must be 1 to 1000")
     }

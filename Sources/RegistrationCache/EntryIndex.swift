@@ -2,8 +2,9 @@
 /// (``RegionIndex``), and beside them a ``FirstPageTable`` from each
 /// entry's first page to the entry. A lookup that starts in an entry's
 /// first page is answered by the table in one probe; any other by the
-/// ordered search. Both always hold the same entries: every change goes
-/// through here.
+/// ordered search, as is one the table left out (it could not grow). Every
+/// change goes through here, so the table never holds an entry the index
+/// does not.
 struct EntryIndex {
   private(set) var ordered = RegionIndex<CacheEntry>()
   private let firstPages: FirstPageTable<CacheEntry>

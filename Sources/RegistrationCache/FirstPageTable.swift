@@ -17,7 +17,7 @@
 /// short however many entries come and go. Written only under the cache's
 /// write lock, read under its read lock: plain memory, no atomics.
 /// The table starts large enough for the entries the cache expects (its
-/// entry limit, up to a million), and is written through once when made,
+/// entry limit, up to 65,536: 2 MiB), and is written through once when made,
 /// so that misses pay neither for doubling it nor for the page faults of
 /// its first touches (tens of microseconds each under emulation).
 final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
@@ -36,11 +36,20 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
 
   /// A table for about `expectedCount` values before it first grows.
   init(expectedCount: Int = 0) {
-    // At most half full; 2^21 slots (32 MiB of address space) at most.
-    let wanted = Swift.min(Swift.max(expectedCount, 0), 1 << 20) * 2
+    // At most half full; 2^17 slots (2 MiB) at most up front: an unbounded
+    // cache's limit is Int.max, and a larger table can still grow.
+    let wanted = Swift.min(Swift.max(expectedCount, 0), 1 << 16) * 2
     var capacity = Self.minimumCapacity
     while capacity < wanted { capacity <<= 1 }
-    slots = Self.allocate(capacity)
+    if let memory = Self.allocate(capacity) {
+      slots = memory
+    } else if let memory = Self.allocate(Self.minimumCapacity) {
+      capacity = Self.minimumCapacity
+      slots = memory
+    } else {
+      // 1 KiB is not there: Swift's own allocations stop the same way.
+      fatalError("FirstPageTable: no memory for \(Self.minimumCapacity) slots")
+    }
     mask = capacity - 1
     shift = Self.shift(for: capacity)
     // calloc's zero pages of a large table are not mapped yet: map them now.
@@ -49,14 +58,11 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
 
   deinit { free(slots) }
 
-  /// `capacity` empty slots: zeroed memory is a table of empty slots (a
-  /// zero page and a nil reference), so `calloc` initializes it.
-  private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<Slot> {
-    guard let memory = calloc(capacity, MemoryLayout<Slot>.stride) else {
-      // As Swift's own allocations do when memory runs out.
-      fatalError("FirstPageTable: calloc of \(capacity) slots failed")
-    }
-    return memory.bindMemory(to: Slot.self, capacity: capacity)
+  /// `capacity` empty slots (zeroed memory is a table of empty slots: a
+  /// zero page and a nil reference, so `calloc` initializes it), or nil
+  /// when the memory is not there.
+  private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<Slot>? {
+    calloc(capacity, MemoryLayout<Slot>.stride)?.bindMemory(to: Slot.self, capacity: capacity)
   }
 
   /// `capacity` is a power of two from 64 to 2^62.
@@ -87,9 +93,13 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
 
   /// Stores `value` for `page` (replacing any value it had); page 0 is
   /// never stored (nothing starts there, and 0 marks empty slots).
+  /// When the table cannot grow (no memory) and is three quarters full,
+  /// the value is left out: the table is only a shortcut, and
+  /// ``EntryIndex`` finds what it lacks by searching.
   func set(_ value: Value, forPage page: UInt64) {
     guard page != 0 else { return }
-    if (count + 1) * 2 > mask + 1 { resize(to: (mask + 1) * 2) }
+    // count < capacity, a power of two that fits in memory: no overflow.
+    if (count + 1) * 2 > mask + 1, !grow(), (count + 1) * 4 > (mask + 1) * 3 { return }
     var i = home(page)
     while slots[i].page != 0 && slots[i].page != page { i = (i &+ 1) & mask }
     if slots[i].page == 0 { count += 1 }
@@ -131,10 +141,14 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
     count = 0
   }
 
-  private func resize(to capacity: Int) {
-    let old = slots
+  /// Doubles the table; false (and the table as it was) when the memory is
+  /// not there.
+  private func grow() -> Bool {
     let oldCapacity = mask + 1
-    slots = Self.allocate(capacity)
+    let capacity = oldCapacity * 2  // a table of 2^62 slots cannot exist
+    guard let bigger = Self.allocate(capacity) else { return false }
+    let old = slots
+    slots = bigger
     mask = capacity - 1
     shift = Self.shift(for: capacity)
     for i in 0..<oldCapacity where old[i].page != 0 {
@@ -143,6 +157,7 @@ final class FirstPageTable<Value: AnyObject>: @unchecked Sendable {
       slots[j] = old[i]
     }
     free(old)
+    return true
   }
 
   /// Every stored page with its value; for tests.

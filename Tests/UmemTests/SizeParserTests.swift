@@ -64,6 +64,19 @@ import ToolSupport
     #expect(result.stderr.contains("-w"), "\(result.stderr)")
   }
 
+  /// `umem cache-bench` bounds its counts before it maps or registers
+  /// anything: lookups x repeats must stay far inside Int.
+  @Test(arguments: [
+    ["--lookups", "0"], ["--lookups", "1000000001"], ["--lookups", "9223372036854775807"],
+    ["--repeats", "0"], ["--repeats", "1001"],
+  ])
+  func cacheBenchCountsOutOfRangeAreUsageErrors(extra: [String]) {
+    let umem = TestTools.executable("umem")
+    let result = TestTools.run([umem, "cache-bench", "--registrar", "counter"] + extra)
+    #expect(result.status == 64, "\(result.stdout) \(result.stderr)")
+    #expect(result.stderr.contains("Error:"), "\(result.stderr)")
+  }
+
   @Test func aOneGiBSizeIsAccepted() {
     // 1G passes validation; the run then fails to connect (nothing listens), not with a usage error.
     let result = TestTools.run(
