@@ -54,14 +54,10 @@ struct EntryIndex {
     ordered.lastStarting(atOrBelow: address)
   }
 
-  /// Adds `entry`, which overlaps no entry in the index; `position`, when
-  /// given, is where it belongs (checked; see ``RegionIndex``).
-  mutating func insert(_ entry: CacheEntry, at position: Int? = nil) {
-    if let position {
-      ordered.insert(start: entry.start, end: entry.end, value: entry, at: position)
-    } else {
-      ordered.insert(start: entry.start, end: entry.end, value: entry)
-    }
+  /// Adds `entry`, which overlaps no entry in the index, at `position`
+  /// where it belongs there (a hint, checked; see ``RegionIndex``).
+  mutating func insert(_ entry: CacheEntry, at position: Int) {
+    ordered.insert(start: entry.start, end: entry.end, value: entry, at: position)
     firstPages.set(entry, forPage: entry.start)
     generation &+= 1
   }

@@ -45,7 +45,7 @@ extension RegistrationCache {
       index.insert(
         CacheEntry(
           start: start, length: stride, access: .localWrite, registered: made, frames: nil,
-          counters: counters))
+          counters: counters), at: i)
     }
     var state: UInt64 = 0x9e37_79b9_7f4a_7c15
     let order = (0..<lookups).map { _ in

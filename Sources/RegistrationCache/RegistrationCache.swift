@@ -231,8 +231,11 @@ public final class RegistrationCache: @unchecked Sendable {
       lock.withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)
-    var (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
-      (hit(start: address, end: end, access: access, tick: tick), index.generation)
+    // The index's generation matters only to a miss: read it only then.
+    // (A hit that fails its frame check leaves it nil: the miss searches.)
+    let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
+      if let held = hit(start: address, end: end, access: access, tick: tick) { return (held, nil) }
+      return (nil, index.generation)
     }
     if let held = found {
       guard let frameCheck else { return held }
@@ -258,7 +261,6 @@ public final class RegistrationCache: @unchecked Sendable {
         applyPendingInvalidations()
         if !entry.isDetached { drop(entry, cause: .staleFrames) }
       }
-      searched = nil  // found something: the miss must search again
     }
     return try miss(start: address, end: end, access: access, tick: tick, searched: searched)
   }
