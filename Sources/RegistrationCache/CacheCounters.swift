@@ -1,8 +1,13 @@
 import Synchronization
 
 /// The cache's running counts, each an atomic so that hits, releases and the
-/// slow path update them without a lock. ``CacheStatistics`` is their
-/// snapshot.
+/// slow path update them without a lock, and ``CacheStatistics`` reads them
+/// without one (a snapshot). The counts only the write lock's holder
+/// changes (misses, registrations, evictions, what is cached, the
+/// invalidations) are changed with ``Atomic/addUnderWriteLock(_:)``: a
+/// load and a store, no locked instruction. The others (deregistrations,
+/// live registrations and bytes, frame checks) change outside it, on
+/// whichever thread gives back the last hold, and use atomic adds.
 final class CacheCounters: Sendable {
   // Lookups are the cache lock's read sections (one per lookup), counted
   // per thread by ``ReaderWriterLock``: no shared word on the hit path.
@@ -39,15 +44,16 @@ final class CacheCounters: Sendable {
     self.deregistered = deregistered
   }
 
+  /// Under the cache's write lock (see ``Atomic/addUnderWriteLock(_:)``).
   func invalidated(_ cause: InvalidationCause) {
     switch cause {
-    case .explicit: explicit.add(1, ordering: .relaxed)
-    case .unmap: unmap.add(1, ordering: .relaxed)
-    case .remove: remove.add(1, ordering: .relaxed)
-    case .remap: remap.add(1, ordering: .relaxed)
-    case .overlap: overlap.add(1, ordering: .relaxed)
-    case .staleFrames: staleFrames.add(1, ordering: .relaxed)
-    case .monitorOverflow: monitorOverflow.add(1, ordering: .relaxed)
+    case .explicit: explicit.addUnderWriteLock(1)
+    case .unmap: unmap.addUnderWriteLock(1)
+    case .remove: remove.addUnderWriteLock(1)
+    case .remap: remap.addUnderWriteLock(1)
+    case .overlap: overlap.addUnderWriteLock(1)
+    case .staleFrames: staleFrames.addUnderWriteLock(1)
+    case .monitorOverflow: monitorOverflow.addUnderWriteLock(1)
     }
   }
 
@@ -61,5 +67,17 @@ final class CacheCounters: Sendable {
     case .staleFrames: staleFrames.load(ordering: .relaxed)
     case .monitorOverflow: monitorOverflow.load(ordering: .relaxed)
     }
+  }
+}
+
+extension Atomic where Value == Int {
+  /// Adds `amount` (negative to subtract) to a count that only the
+  /// holder of the cache's write lock changes: a relaxed load and store,
+  /// which the lock's mutex orders between writers, instead of a locked
+  /// read-modify-write. Readers of the statistics load it relaxed, as
+  /// before.
+  @inline(__always)
+  func addUnderWriteLock(_ amount: Int) {
+    store(load(ordering: .relaxed) &+ amount, ordering: .relaxed)
   }
 }

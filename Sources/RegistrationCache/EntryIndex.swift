@@ -6,7 +6,7 @@
 /// change goes through here, so the table never holds an entry the index
 /// does not.
 struct EntryIndex {
-  private(set) var ordered = RegionIndex<CacheEntry>()
+  private(set) var ordered: RegionIndex<CacheEntry>
   private let firstPages: FirstPageTable<CacheEntry>
   /// The page size entries are aligned to.
   private let pageMask: UInt64
@@ -15,6 +15,7 @@ struct EntryIndex {
   /// cache's entry limit).
   init(pageSize: Int, expectedCount: Int = 0) {
     pageMask = UInt64(pageSize) - 1
+    ordered = RegionIndex(reservingCapacity: expectedCount)
     firstPages = FirstPageTable(expectedCount: expectedCount)
   }
 

@@ -21,6 +21,18 @@ struct RegionIndex<Value> {
 
   init() {}
 
+  /// Room for `capacity` ranges before the arrays first grow (at most
+  /// 65,536 up front, as ``FirstPageTable``: an unbounded cache's limit is
+  /// Int.max): a cache filling up to its entry limit then never copies
+  /// them, and misses do not pay for fresh pages as they double.
+  init(reservingCapacity capacity: Int) {
+    let room = Swift.min(Swift.max(capacity, 0), 1 << 16)
+    starts.reserveCapacity(room)
+    ends.reserveCapacity(room)
+    values.reserveCapacity(room)
+    summary.reserveCapacity(room / Self.fanout + 1)
+  }
+
   var count: Int { starts.count }
   var isEmpty: Bool { starts.isEmpty }
 

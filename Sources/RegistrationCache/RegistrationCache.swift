@@ -313,7 +313,7 @@ public final class RegistrationCache: @unchecked Sendable {
       {
         return held
       }
-      counters.misses.add(1, ordering: .relaxed)
+      counters.misses.addUnderWriteLock(1)
       let page = UInt64(pageSize)
       let pageStart = start & ~(page - 1)
       guard end <= UInt64.max - (page - 1) else {
@@ -377,11 +377,11 @@ public final class RegistrationCache: @unchecked Sendable {
           start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
           merged: false, tick: tick, position: position)
       }
-      counters.registrationFailures.add(1, ordering: .relaxed)
+      counters.registrationFailures.addUnderWriteLock(1)
       throw error
     }
-    counters.registrations.add(1, ordering: .relaxed)
-    if merged { counters.mergedRegistrations.add(1, ordering: .relaxed) }
+    counters.registrations.addUnderWriteLock(1)
+    if merged { counters.mergedRegistrations.addUnderWriteLock(1) }
     let frames = frameCheck?.frames(start: start, length: length, pageSize: pageSize)
     let entry = CacheEntry(
       start: start, length: length, access: access, registered: registered, frames: frames,
@@ -390,11 +390,11 @@ public final class RegistrationCache: @unchecked Sendable {
     entry.acquire(at: tick, claiming: false)
     if watched {
       index.insert(entry, at: position)
-      counters.cachedEntries.add(1, ordering: .relaxed)
-      counters.cachedBytes.add(length, ordering: .relaxed)
+      counters.cachedEntries.addUnderWriteLock(1)
+      counters.cachedBytes.addUnderWriteLock(length)
     } else {
       // The monitor cannot see this memory go away: hand it out once.
-      counters.uncachedRegistrations.add(1, ordering: .relaxed)
+      counters.uncachedRegistrations.addUnderWriteLock(1)
       entry.detach()
     }
     return entry
@@ -519,7 +519,7 @@ public final class RegistrationCache: @unchecked Sendable {
       guard error.code == .memoryLockLimit || error.code == .resourceExhausted,
         evictIdle(bytes: Int.max, entries: Int.max) > 0
       else { throw error }
-      counters.retriesAfterNoMemory.add(1, ordering: .relaxed)
+      counters.retriesAfterNoMemory.addUnderWriteLock(1)
       return try registrar.register(start, length, access)
     }
   }
@@ -572,10 +572,10 @@ public final class RegistrationCache: @unchecked Sendable {
     for entry in idle where freedBytes < bytes || evicted < entries {
       guard let position = index.lastStarting(atOrBelow: entry.start) else { continue }
       index.remove(position..<(position + 1))
-      counters.cachedEntries.subtract(1, ordering: .relaxed)
-      counters.cachedBytes.subtract(entry.length, ordering: .relaxed)
+      counters.cachedEntries.addUnderWriteLock(-1)
+      counters.cachedBytes.addUnderWriteLock(-entry.length)
       entry.detach()
-      counters.evictions.add(1, ordering: .relaxed)
+      counters.evictions.addUnderWriteLock(1)
       freedBytes += entry.length
       evicted += 1
     }
@@ -616,8 +616,8 @@ public final class RegistrationCache: @unchecked Sendable {
   }
 
   private func detach(_ entry: CacheEntry, cause: InvalidationCause) {
-    counters.cachedEntries.subtract(1, ordering: .relaxed)
-    counters.cachedBytes.subtract(entry.length, ordering: .relaxed)
+    counters.cachedEntries.addUnderWriteLock(-1)
+    counters.cachedBytes.addUnderWriteLock(-entry.length)
     counters.invalidated(cause)
     entry.detach()
   }
