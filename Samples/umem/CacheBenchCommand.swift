@@ -23,6 +23,11 @@ struct CacheBench: ParsableCommand {
   )
   var repeats: Int = 1
   @Option(help: "Bytes per buffer: 4096, 64K, 1M.") var size: String = "4096"
+  @Option(
+    help:
+      "Misses (each beside a plain registration) on spare buffers before the fill, then invalidated: the fill's misses are then warm. The first is reported as the cold miss. 0 makes the fill's first miss the cold one."
+  )
+  var warmup: Int = 16
   @Option(help: "Device name (default: the first device).") var device: String?
   @Option(
     help:
@@ -36,6 +41,16 @@ struct CacheBench: ParsableCommand {
       "What each timed lookup returns: lease (RegistrationCache.lease, a noncopyable value) or object (RegistrationCache.lookup, a CachedRegistration)."
   )
   var handle: HandleKind = .lease
+  @Flag(
+    help:
+      "Also time each ibv_reg_mr inside the cache's misses (two more clock reads per miss), to split a miss into the registration and the cache's own work."
+  )
+  var splitMiss = false
+  @Flag(
+    help:
+      "Close each paired plain registration right after its pair instead of keeping it until the fill ends (as the cache keeps its own)."
+  )
+  var closePlain = false
   @Flag(help: "Print one JSON object.") var json = false
 
   enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
@@ -56,6 +71,9 @@ struct CacheBench: ParsableCommand {
     }
     guard repeats >= 1, repeats <= 1000 else {
       throw ValidationError("--repeats must be 1 to 1000")
+    }
+    guard warmup >= 0, warmup <= 10_000 else {
+      throw ValidationError("--warmup must be 0 to 10,000")
     }
     guard threads >= 1, threads <= 1024 else {
       throw ValidationError("--threads must be 1 to 1024")
@@ -99,7 +117,8 @@ struct CacheBench: ParsableCommand {
     /// Mean per miss (registration through the cache) while filling it.
     var missNanoseconds: Double
     /// Mean per plain registration without the cache (`ibv_reg_mr` through
-    /// SharedProtectionDomain, each deregistered untimed) of up to 1,000
+    /// SharedProtectionDomain, kept until the fill ends and deregistered
+    /// untimed; `--close-plain`: closed after its pair) of up to 1,000
     /// buffers of the same size in a mapping of their own, each right next
     /// to a miss spread over the fill (before it in every other pair, after
     /// it in the rest).
@@ -118,6 +137,19 @@ struct CacheBench: ParsableCommand {
     /// (the plain buffers, up to 1,000), and the miss against it.
     var plainKeptRegisterNanoseconds: Double?
     var missOverPlainKept: Double?
+    /// Misses (and plain registrations) on spare buffers before the fill
+    /// (`--warmup`); the statistics count them, the means above do not.
+    var warmup: Int
+    /// Whether each plain registration was closed after its pair
+    /// (`--close-plain`) rather than kept until the fill ended.
+    var plainClosedAtOnce: Bool
+    /// With --split-miss: mean time inside ibv_reg_mr per registration the
+    /// fill's misses made; the rest of missNanoseconds is the cache's.
+    var missRegistrationNanoseconds: Double?
+    /// The process's first miss and first plain registration (the first
+    /// warm-up pair; with `--warmup 0`, the fill's first miss alone).
+    var coldMissNanoseconds: Double?
+    var coldPlainRegisterNanoseconds: Double?
     var statistics: CacheStatistics
   }
 
@@ -141,34 +173,78 @@ struct CacheBench: ParsableCommand {
       return
     }
     do {
-      let memory = try SharedBuffer(byteCount: stride * regions)
-      memory.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
-      let base = memory.address
       let choice: MonitorChoice = monitor == .userfaultfd ? .userfaultfd : .explicitOnly
       let limits = CacheLimits(maxEntries: max(regions, 4096))
       let cache: RegistrationCache
       var pd: SharedProtectionDomain?
+      var timer: RegistrationTimer?
       switch registrar {
       case .verbs:
         let context = try SharedDeviceContext.open(name: device)
         pd = try context.allocateProtectionDomain()
-        cache = RegistrationCache(domain: pd!, limits: limits, monitor: choice)
+        if splitMiss {
+          (cache, timer) = RegistrationCache.timingRegistrationsForBenchmarks(
+            domain: pd!, limits: limits, monitor: choice)
+        } else {
+          cache = RegistrationCache(domain: pd!, limits: limits, monitor: choice)
+        }
       case .counter, .index:
         cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
+      // Warm-up, untimed in the means: a process's first miss and first
+      // plain registration pay one-time costs that are not the cache's
+      // (code paged in, over 9p in the lab's VM; the runtime's first use
+      // of each path; the monitor's first watch). They run on buffers of
+      // their own, each miss beside a plain registration, and are then
+      // invalidated and unmapped, so the fill starts with an empty cache.
+      // The first pair is reported on its own (the cold miss).
+      var cold: (miss: Duration, plain: Duration?)?
+      if warmup > 0 {
+        let spare = try SharedBuffer(byteCount: stride * warmup)
+        spare.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        for k in 0..<warmup {
+          let address = spare.address + UInt64(k * stride)
+          let start = ContinuousClock.now
+          try cache.lease(address: address, length: bytes, access: access).release()
+          let miss = ContinuousClock.now - start
+          var plainTook: Duration?
+          if let pd {
+            let start = ContinuousClock.now
+            let region = try pd.unsafeRegister(
+              UnsafeMutableRawBufferPointer(start: spare.baseAddress + k * stride, count: bytes),
+              access: access)
+            plainTook = ContinuousClock.now - start
+            try region.close()
+          }
+          if cold == nil { cold = (miss, plainTook) }
+        }
+        cache.invalidate(address: spare.address, length: stride * warmup)
+      }
+      let memory = try SharedBuffer(byteCount: stride * regions)
+      memory.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+      let base = memory.address
       // Fill: one miss per buffer. With a device, up to 1,000 of them,
       // spread evenly over the fill, are paired with a plain registration
-      // of a buffer like it (timed; deregistered untimed), so that each pair
-      // sees the same machine and the same number of live registrations:
-      // an emulated machine is too noisy to compare two separate loops,
-      // and registering gets slower as registrations accumulate.
+      // of a buffer like it (timed), so that each pair sees the same
+      // machine and the same number of live registrations: an emulated
+      // machine is too noisy to compare two separate loops, and
+      // registering gets slower as registrations accumulate. The plain
+      // registrations are kept until the fill ends, as the cache keeps its
+      // own: one closed at once hands its kernel memory (the MR, its page
+      // map, the umem) to the next registration from warm slab caches,
+      // which a miss, whose registration stays, never gets; that made the
+      // same ibv_reg_mr 15-25% cheaper on the plain side under rxe
+      // (`--split-miss` times the one inside each miss). `--close-plain`
+      // closes each at once instead.
       let plainEvery = (regions + 999) / 1000  // regions <= 10,000,000
       let plainCount = pd == nil ? 0 : (regions + plainEvery - 1) / plainEvery
       var plainTotal = Duration.zero
       var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
       var pairRatios: [Double] = []
+      var firstMiss: Duration?
+      var plainHeld: [SharedMemoryRegion] = []
       // The plain registrations get buffers of their own (one mapping
       // like the cache's, touched the same way): a second registration of
       // the same page finds it pinned and runs faster, whichever side goes
@@ -187,12 +263,12 @@ struct CacheBench: ParsableCommand {
           access: access)
         return (ContinuousClock.now - start, region)
       }
+      let timedBefore = timer.map { ($0.nanoseconds.load(ordering: .relaxed), $0.count.load(ordering: .relaxed)) }
       for i in 0..<regions {
         let address = base + UInt64(i * stride)
         let paired = pd != nil && i % plainEvery == 0
-        // Pairs alternate which goes first, and the plain registration is
-        // closed only after both, so neither side always follows the
-        // other's work.
+        // Pairs alternate which goes first, so neither side always
+        // follows the other's work.
         let k = i / plainEvery
         let plainFirst = k % 2 == 0
         var plainRun: (Duration, SharedMemoryRegion)?
@@ -204,16 +280,26 @@ struct CacheBench: ParsableCommand {
         case .object: try cache.lookup(address: address, length: bytes, access: access).release()
         }
         let took = ContinuousClock.now - start
+        if i == 0 { firstMiss = took }
         if let pd, paired, !plainFirst { plainRun = try plainRegistration(k, pd) }
         missTotal += took
         if let (plainTook, region) = plainRun {
-          try region.close()
+          if closePlain { try region.close() } else { plainHeld.append(region) }
           plainTotal += plainTook
           pairedMissTotal += took
           if plainTook > .zero { pairRatios.append(took.nanoseconds / plainTook.nanoseconds) }
         }
       }
+      for region in plainHeld { try region.close() }
+      plainHeld = []
       let missNanoseconds = missTotal.nanoseconds / Double(regions)
+      var missRegistration: Double?
+      if let timer, let (ns, n) = timedBefore {
+        let count = timer.count.load(ordering: .relaxed) - n
+        if count > 0 {
+          missRegistration = Double(timer.nanoseconds.load(ordering: .relaxed) - ns) / Double(count)
+        }
+      }
       let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
       let pairedMiss = plainCount > 0 ? pairedMissTotal.nanoseconds / Double(plainCount) : nil
       let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
@@ -309,7 +395,11 @@ struct CacheBench: ParsableCommand {
         missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } },
         missOverPlainMedian: medianPairRatio, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
-        missOverPlainKept: plainKept.map { missNanoseconds / $0 }, statistics: cache.statistics)
+        missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup, plainClosedAtOnce: closePlain,
+        missRegistrationNanoseconds: missRegistration,
+        coldMissNanoseconds: (cold?.miss ?? firstMiss).map(\.nanoseconds),
+        coldPlainRegisterNanoseconds: cold?.plain.map(\.nanoseconds),
+        statistics: cache.statistics)
       if json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -324,6 +414,12 @@ struct CacheBench: ParsableCommand {
           "hits        \(report.hits) (\(format(hitNanoseconds)) per lookup+release, "
             + "\(format(hitCPU)) of thread CPU time)")
         print("misses      \(report.misses) while timed; fill \(format(missNanoseconds)) per miss")
+        if let coldMiss = report.coldMissNanoseconds {
+          print(
+            "cold miss   \(format(coldMiss)) (the process's first)"
+              + (report.coldPlainRegisterNanoseconds.map { ", first plain \(format($0))" } ?? "")
+              + (warmup > 0 ? "; \(warmup) warm-up misses before the fill" : ""))
+        }
         if let plain {
           print(
             "plain reg   \(format(plain)) per ibv_reg_mr, miss/plain "

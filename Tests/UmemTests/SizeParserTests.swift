@@ -68,7 +68,7 @@ import ToolSupport
   /// anything: lookups x repeats must stay far inside Int.
   @Test(arguments: [
     ["--lookups", "0"], ["--lookups", "1000000001"], ["--lookups", "9223372036854775807"],
-    ["--repeats", "0"], ["--repeats", "1001"],
+    ["--repeats", "0"], ["--repeats", "1001"], ["--warmup", "-1"], ["--warmup", "10001"],
   ])
   func cacheBenchCountsOutOfRangeAreUsageErrors(extra: [String]) {
     let umem = TestTools.executable("umem")

@@ -15,7 +15,9 @@ check() {
     | need(.hits == .lookups; "\(.hits) hits of \(.lookups) lookups")
     | need(.misses == 0; "\(.misses) misses in the timed loop")
     | need(.registrationsAvoided >= .lookups; "registrationsAvoided \(.registrationsAvoided)")
-    | need($s.registrations == .regions; "\($s.registrations) registrations for \(.regions) regions")
+    | need($s.registrations == .regions + .warmup; "\($s.registrations) registrations for \(.regions) regions and \(.warmup) warm-up misses")
+    | need(.coldMissNanoseconds > 0; "no cold miss reported")
+    | need($kind != "verbs" or (.missRegistrationNanoseconds > 0 and .missRegistrationNanoseconds < .missNanoseconds and .plainSamples == .regions and .coldPlainRegisterNanoseconds > 0); "miss split \(.missRegistrationNanoseconds) of \(.missNanoseconds), \(.plainSamples) plain samples")
     | need($s.liveRegistrations == 0; "closed cache left registrations: \($s)")
     | need($s.deregistrations == $s.registrations; "\($s.deregistrations) deregistrations of \($s.registrations)")
     | need(if $kind != "unprivileged" then $m | has("userfaultfd")
@@ -35,8 +37,8 @@ out=$(UMEM_CACHE_THREAD_SLOTS=0 "$bin/umem" cache-bench --registrar counter --re
   --lookups 20000 --threads 2 --json)
 check "$out" counter
 
-echo "+ umem cache-bench --regions 200 --lookups 20000 --threads 2 --json"
-out=$("$bin/umem" cache-bench --regions 200 --lookups 20000 --threads 2 --json)
+echo "+ umem cache-bench --regions 200 --lookups 20000 --threads 2 --split-miss --json"
+out=$("$bin/umem" cache-bench --regions 200 --lookups 20000 --threads 2 --split-miss --json)
 check "$out" verbs
 
 if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then

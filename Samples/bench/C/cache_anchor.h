@@ -4,7 +4,7 @@
  *
  * An anchor fills in `struct anchor_ops` (register one buffer through the
  * library's cache and return its handle; give a handle back) and calls
- * anchor_main(). The harness maps N buffers, registers each once (the
+ * anchor_main(). The harness warms up on W spare buffers (then unmapped), maps N buffers, registers each once (the
  * misses), then lets T threads look them up M/T times each in their own
  * random order (SplitMix64, seeded as the Swift tool seeds it), every lookup
  * followed by its release (R times over, each timed: the median counts),
@@ -23,6 +23,8 @@ struct anchor_options {
   const char *device;  /* --device NAME (default: the library's first) */
   long repeats;        /* --repeats R: each thread times its M/T lookups R times
                         * (default 1); the hit cost is each thread's median */
+  long warmup;         /* --warmup W: misses on spare buffers before the fill
+                        * (default 16), so the fill's misses are warm */
 };
 
 struct anchor_ops {
