@@ -407,10 +407,11 @@ public final class RegistrationCache: @unchecked Sendable {
   /// each). When the kernel refuses the stretch (a file or device mapping
   /// in it, such as a device's queues mapped next to the buffers, or
   /// another userfaultfd's range), it watches the range itself and then
-  /// widens that as far as the kernel accepts, by bisection on each side
-  /// (about 9 calls a side, once per stretch; without it every neighbour's
-  /// miss paid the refused calls again). A range that cannot be watched at
-  /// all (a file mapping; EBUSY) costs two calls.
+  /// widens that as far as the kernel accepts on each side: one call on a
+  /// side whose next page is refused, else a bisection (about 10 calls;
+  /// once per stretch: without it every neighbour's miss paid the refused
+  /// calls again). A range that
+  /// cannot be watched at all (a file mapping; EBUSY) costs two calls.
   ///
   /// Only mapped pages are recorded as watched: `UFFDIO_REGISTER` accepts
   /// a range with holes but watches only the mappings present, and a
@@ -437,35 +438,25 @@ public final class RegistrationCache: @unchecked Sendable {
       return true
     }
     // Widen within the mapped stretch: watching a part is watching a
-    // subset, so success is monotone in each bound.
+    // subset, so success is monotone in each bound. A side whose first
+    // page is refused costs one call.
     let page = UInt64(pageSize)
-    var (lo, hi) = (stretch.start / page, start / page)
-    while lo < hi {
-      let middle = lo + (hi - lo) / 2
-      if monitor.watch(start: middle * page, length: start - middle * page) == nil {
-        hi = middle
-      } else {
-        lo = middle + 1
-      }
+    let left = largestAcceptedExtent(upTo: Int((start - stretch.start) / page)) { pages in
+      monitor.watch(start: start - UInt64(pages) * page, length: UInt64(pages) * page) == nil
     }
-    let left = lo * page
-    (lo, hi) = (end / page, stretch.end / page)
-    while lo < hi {
-      let middle = lo + (hi - lo + 1) / 2
-      if monitor.watch(start: end, length: middle * page - end) == nil {
-        lo = middle
-      } else {
-        hi = middle - 1
-      }
+    let right = largestAcceptedExtent(upTo: Int((stretch.end - end) / page)) { pages in
+      monitor.watch(start: end, length: UInt64(pages) * page) == nil
     }
-    rememberWatched(left, lo * page)
+    // Both within the 2 MiB block around the range.
+    rememberWatched(start - UInt64(left) * page, end + UInt64(right) * page)
     return true
   }
 
   /// The largest page range inside `[low, high)` that contains
   /// `[start, end)` and is mapped throughout, found with `mincore` (ENOMEM
-  /// on a hole): one call when the whole block is mapped, else a binary
-  /// search on each side (about 9 calls each for 2 MiB of 4 KiB pages).
+  /// on a hole): one call when the whole block is mapped, else a search
+  /// on each side (``largestAcceptedExtent(upTo:_:)``: one call where the
+  /// next page is a hole, else a bisection of about 10).
   /// Nil when `[start, end)` itself is not all mapped.
   private func mappedStretch(start: UInt64, end: UInt64, within low: UInt64, _ high: UInt64)
     -> (start: UInt64, end: UInt64)?
@@ -481,20 +472,15 @@ public final class RegistrationCache: @unchecked Sendable {
     }
     if mapped(low, high) { return (low, high) }
     guard mapped(start, end) else { return nil }
-    // Left: the lowest page L with [L, start) mapped (a monotone test).
-    var (lo, hi) = (low / page, start / page)
-    while lo < hi {
-      let middle = lo + (hi - lo) / 2
-      if mapped(middle * page, start) { hi = middle } else { lo = middle + 1 }
+    // On each side, the most pages next to the range that are mapped
+    // throughout (a monotone test).
+    let left = largestAcceptedExtent(upTo: Int((start - low) / page)) { pages in
+      mapped(start - UInt64(pages) * page, start)
     }
-    let left = lo * page
-    // Right: the highest page R with [end, R) mapped.
-    (lo, hi) = (end / page, high / page)
-    while lo < hi {
-      let middle = lo + (hi - lo + 1) / 2
-      if mapped(end, middle * page) { lo = middle } else { hi = middle - 1 }
+    let right = largestAcceptedExtent(upTo: Int((high - end) / page)) { pages in
+      mapped(end, end + UInt64(pages) * page)
     }
-    return (left, lo * page)
+    return (start - UInt64(left) * page, end + UInt64(right) * page)
   }
 
   /// Records `[start, end)` as watched, merged with the watched ranges it

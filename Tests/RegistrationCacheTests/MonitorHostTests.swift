@@ -197,6 +197,47 @@ import Verbs
     unmap(reserved, 2 * block)
   }
 
+  /// A buffer whose neighbour on one side cannot be watched (a file
+  /// mapping) costs one refused call on that side, not a bisection over
+  /// the whole 2 MiB block; the pages beside it on the other side are
+  /// watched with it, so their misses call nothing.
+  @Test(.enabled(if: monitored)) func aRefusingNeighbourCostsOneCallOnItsSide() throws {
+    let (cache, counting) = countingCache(
+      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
+    let block = 2 << 20
+    let reserved = mapAnonymous(2 * block)
+    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)
+    let path = NSTemporaryDirectory() + "cache-left-neighbour-\(getpid())"
+    _ = FileManager.default.createFile(atPath: path, contents: Data(count: 256 * page))
+    defer { unlink(path) }
+    let fd = open(path, O_RDWR)
+    // The file's 256 pages (half the block), then anonymous pages to its end.
+    let file = mmap(
+      UnsafeMutableRawPointer(bitPattern: UInt(base)), 256 * page, PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_FIXED, fd, 0)
+    close(fd)
+    #expect(file == UnsafeMutableRawPointer(bitPattern: UInt(base)))
+    let monitor = try #require(cache.subscription?.monitor)
+    let calls = monitor.watchCalls.load(ordering: .relaxed)
+    let first = try cache.lookup(address: base + UInt64(256 * page), length: page)
+    #expect(first.isCached)
+    first.release()
+    let used = monitor.watchCalls.load(ordering: .relaxed) - calls
+    // The block (refused), the page, one refused page on the left, and
+    // on the right one page and then a bisection over 255 pages (8): 11
+    // calls, where bisecting each side took 18.
+    #expect(used <= 12, "\(used) UFFDIO_REGISTER calls")
+    let before = monitor.watchCalls.load(ordering: .relaxed)
+    for i in 1..<64 {
+      let handle = try cache.lookup(address: base + UInt64((256 + i) * page), length: page)
+      #expect(handle.isCached)
+      handle.release()
+    }
+    #expect(monitor.watchCalls.load(ordering: .relaxed) == before, "neighbours called again")
+    #expect(counting.count == 64)
+    unmap(reserved, 2 * block)
+  }
+
   /// The kernel lets one userfaultfd own a mapping: a range already
   /// watched by a descriptor that is not the cache's (another library's)
   /// gives EBUSY, and the cache hands the registration out uncached.
