@@ -192,6 +192,11 @@ struct CacheBench: ParsableCommand {
         cache = RegistrationCache.countingForBenchmarks(limits: limits, monitor: choice)
       }
       let access: MemoryAccess = [.localWrite, .remoteRead]
+      // A plain local: reading an option's wrapper inside a timed interval
+      // costs a generic metadata lookup in ArgumentParser (about 300
+      // instructions and a dozen calls, which the fill's misses paid
+      // until 2026-12-02).
+      let handleKind = handle
       // Warm-up, untimed in the means: a process's first miss and first
       // plain registration pay one-time costs that are not the cache's
       // (code paged in, over 9p in the lab's VM; the runtime's first use
@@ -275,7 +280,7 @@ struct CacheBench: ParsableCommand {
         if let pd, paired, plainFirst { plainRun = try plainRegistration(k, pd) }
         // The same kind of hold the timed lookups take.
         let start = ContinuousClock.now
-        switch handle {
+        switch handleKind {
         case .lease: try cache.lease(address: address, length: bytes, access: access).release()
         case .object: try cache.lookup(address: address, length: bytes, access: access).release()
         }
@@ -324,7 +329,6 @@ struct CacheBench: ParsableCommand {
       // Plain locals: the closures below must not read the option wrappers.
       let threadCount = threads
       let regionCount = regions
-      let handleKind = handle
       let repeatCount = repeats
       let perThread = max(lookups / threadCount, 1)
       let elapsed = Mutex<[Duration]>([])

@@ -144,7 +144,11 @@ final class ReaderWriterLock: Sendable {
     return try body()
   }
 
-  /// Runs `body` as the only writer, with no reader inside.
+  /// Runs `body` as the only writer, with no reader inside. Inlined, with
+  /// the stripe scan: a miss runs it right after (or before) the kernel's
+  /// registration work, and under emulation every call and return there
+  /// costs a lookup of its own.
+  @inline(__always)
   func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
     try writers.withLock { _ throws(E) -> R in
       writing.store(1, ordering: .sequentiallyConsistent)
@@ -166,6 +170,7 @@ final class ReaderWriterLock: Sendable {
 
   /// Waits until every reader that entered one of `range`'s stripes before
   /// now has left; readers entering later see the flag and back out.
+  @inline(__always)
   private func waitForReaders(on range: Range<Int>) {
     for stripe in range {
       let inside = stripes.cell(stripe, Self.entered).pointee.load(

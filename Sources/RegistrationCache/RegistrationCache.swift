@@ -83,6 +83,11 @@ public final class RegistrationCache: @unchecked Sendable {
   private let pageSize: Int
   private let enforcedByKernel: Bool
   private var closed = false
+  /// `RLIMIT_MEMLOCK`'s soft limit when last read, UInt64.max when
+  /// unlimited (under the write lock; nil until the first read).
+  private var memoryLockSoftLimit: UInt64?
+  /// Misses left before the soft limit is read again.
+  private var memoryLockRereadIn = 0
 
   /// A cache over `domain`. The monitor thread (when `monitor` is
   /// `.userfaultfd` and the kernel allows it) starts now and stops with
@@ -336,7 +341,9 @@ public final class RegistrationCache: @unchecked Sendable {
       if union.end - union.start > UInt64(limits.maxMergedBytes) {
         union = (pageStart, pageEnd, access)
       }
-      for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
+      if !overlaps.isEmpty {
+        for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
+      }
       // With the overlaps gone, the new range belongs where they began.
       let entry = try register(
         start: union.start, end: union.end, access: union.access,
@@ -364,7 +371,7 @@ public final class RegistrationCache: @unchecked Sendable {
     makeRoom(for: length)
     // Watch before registering: an unmap between the two is then seen
     // (and drops the entry on the next lookup) instead of missed.
-    let watched = !closed && ensureWatched(start: start, end: end)
+    let watched = !closed && (subscription == nil || ensureWatched(start: start, end: end))
     let registered: RegisteredMemory
     do {
       registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)
@@ -496,6 +503,7 @@ public final class RegistrationCache: @unchecked Sendable {
     watchedRanges.insert(start: union.start, end: union.end, value: ())
   }
 
+  @inline(__always)
   private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
     throws(VerbsError) -> RegisteredMemory
   {
@@ -512,6 +520,7 @@ public final class RegistrationCache: @unchecked Sendable {
 
   /// Evicts idle entries, least recently used first, until one more entry
   /// of `length` bytes fits the limits and the memlock headroom.
+  @inline(__always)
   private func makeRoom(for length: Int) {
     let entriesOver = index.count + 1 - limits.maxEntries
     var bytesOver = 0
@@ -528,15 +537,33 @@ public final class RegistrationCache: @unchecked Sendable {
   /// How many more bytes must be unpinned for `length` more to fit under
   /// `RLIMIT_MEMLOCK`, per ``CacheLimits/memoryLock``. `VmPin` is read only
   /// once this cache's own registrations reach half the limit, so misses
-  /// far below it do not pay for reading `/proc/self/status`.
+  /// far below it do not pay for reading `/proc/self/status`; nor do most
+  /// call `getrlimit`: the soft limit last read is trusted for 256 misses,
+  /// or until this cache's registrations reach half of it, whichever comes
+  /// first (a limit lowered in between that the kernel enforces shows as
+  /// ENOMEM, which evicts and retries).
+  @inline(__always)
   private func memoryLockShortfall(for length: Int) -> Int {
     switch limits.memoryLock {
     case .never: return 0
     case .whenEnforced where !enforcedByKernel: return 0
     default: break
     }
-    guard let soft = MemoryLockLimit.current().soft else { return 0 }
     let ours = UInt64(Swift.max(0, counters.liveBytes.load(ordering: .relaxed)))
+    // ours and length are byte counts of registered memory, far below 2^63.
+    memoryLockRereadIn &-= 1
+    if let seen = memoryLockSoftLimit, memoryLockRereadIn > 0, ours + UInt64(length) < seen / 2 {
+      return 0
+    }
+    return memoryLockShortfallNearTheLimit(ours: ours, length: length)
+  }
+
+  @inline(never)
+  private func memoryLockShortfallNearTheLimit(ours: UInt64, length: Int) -> Int {
+    // Unlimited reads as UInt64.max: never near it.
+    let soft = MemoryLockLimit.current().soft ?? .max
+    memoryLockSoftLimit = soft
+    memoryLockRereadIn = 256
     guard ours + UInt64(length) >= soft / 2 else { return 0 }
     let pinned = ProcessStatus.current().pinnedBytes
     let wanted = pinned + UInt64(length)  // both far below 2^63
@@ -568,8 +595,19 @@ public final class RegistrationCache: @unchecked Sendable {
     return evicted
   }
 
-  /// Applies what the monitor queued since the last lookup.
+  /// Applies what the monitor queued since the last lookup. Inline the
+  /// check that anything is queued (what a hit checks too); the drain
+  /// only when it is.
+  @inline(__always)
   private func applyPendingInvalidations() {
+    guard let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) else {
+      return
+    }
+    drainPendingInvalidations()
+  }
+
+  @inline(never)
+  private func drainPendingInvalidations() {
     guard let subscription else { return }
     let lost = subscription.drain { slot in
       invalidate(start: slot.start, end: slot.end, cause: slot.cause)
