@@ -268,7 +268,9 @@ struct CacheBench: ParsableCommand {
           access: access)
         return (ContinuousClock.now - start, region)
       }
-      let timedBefore = timer.map { ($0.nanoseconds.load(ordering: .relaxed), $0.count.load(ordering: .relaxed)) }
+      let timedBefore = timer.map {
+        ($0.nanoseconds.load(ordering: .relaxed), $0.count.load(ordering: .relaxed))
+      }
       for i in 0..<regions {
         let address = base + UInt64(i * stride)
         let paired = pd != nil && i % plainEvery == 0
@@ -399,7 +401,8 @@ struct CacheBench: ParsableCommand {
         missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } },
         missOverPlainMedian: medianPairRatio, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
-        missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup, plainClosedAtOnce: closePlain,
+        missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup,
+        plainClosedAtOnce: closePlain,
         missRegistrationNanoseconds: missRegistration,
         coldMissNanoseconds: (cold?.miss ?? firstMiss).map(\.nanoseconds),
         coldPlainRegisterNanoseconds: cold?.plain.map(\.nanoseconds),
