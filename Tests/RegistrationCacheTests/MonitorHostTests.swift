@@ -172,18 +172,7 @@ import Verbs
   @Test(.enabled(if: monitored)) func buffersNextToAFileMappingShareOneWatch() throws {
     let (cache, counting) = countingCache(
       limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
-    let block = 2 << 20
-    let reserved = mapAnonymous(2 * block)
-    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)
-    let path = NSTemporaryDirectory() + "cache-neighbour-\(getpid())"
-    _ = FileManager.default.createFile(atPath: path, contents: Data(count: 16 * page))
-    defer { unlink(path) }
-    let fd = open(path, O_RDWR)
-    let file = mmap(
-      UnsafeMutableRawPointer(bitPattern: UInt(base)), 16 * page, PROT_READ | PROT_WRITE,
-      MAP_SHARED | MAP_FIXED, fd, 0)
-    close(fd)
-    #expect(file == UnsafeMutableRawPointer(bitPattern: UInt(base)))
+    let (reserved, base) = Self.blockStartingWithAFile(pages: 16)
     let monitor = try #require(cache.subscription?.monitor)
     let calls = monitor.watchCalls.load(ordering: .relaxed)
     let buffers = 128
@@ -194,7 +183,7 @@ import Verbs
     }
     let used = monitor.watchCalls.load(ordering: .relaxed) - calls
     #expect(counting.count == buffers && used <= 40, "\(used) UFFDIO_REGISTER calls")
-    unmap(reserved, 2 * block)
+    unmap(reserved, 4 << 20)
   }
 
   /// A buffer whose neighbour on one side cannot be watched (a file
@@ -204,19 +193,8 @@ import Verbs
   @Test(.enabled(if: monitored)) func aRefusingNeighbourCostsOneCallOnItsSide() throws {
     let (cache, counting) = countingCache(
       limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
-    let block = 2 << 20
-    let reserved = mapAnonymous(2 * block)
-    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)
-    let path = NSTemporaryDirectory() + "cache-left-neighbour-\(getpid())"
-    _ = FileManager.default.createFile(atPath: path, contents: Data(count: 256 * page))
-    defer { unlink(path) }
-    let fd = open(path, O_RDWR)
     // The file's 256 pages (half the block), then anonymous pages to its end.
-    let file = mmap(
-      UnsafeMutableRawPointer(bitPattern: UInt(base)), 256 * page, PROT_READ | PROT_WRITE,
-      MAP_SHARED | MAP_FIXED, fd, 0)
-    close(fd)
-    #expect(file == UnsafeMutableRawPointer(bitPattern: UInt(base)))
+    let (reserved, base) = Self.blockStartingWithAFile(pages: 256)
     let monitor = try #require(cache.subscription?.monitor)
     let calls = monitor.watchCalls.load(ordering: .relaxed)
     let first = try cache.lookup(address: base + UInt64(256 * page), length: page)
@@ -235,7 +213,27 @@ import Verbs
     }
     #expect(monitor.watchCalls.load(ordering: .relaxed) == before, "neighbours called again")
     #expect(counting.count == 64)
-    unmap(reserved, 2 * block)
+    unmap(reserved, 4 << 20)
+  }
+
+  /// Four MiB of anonymous memory (to unmap at `reserved`) and in it a
+  /// 2 MiB-aligned block whose first `pages` pages are a shared mapping
+  /// of a new temporary file (already unlinked): a neighbour the kernel
+  /// will not let userfaultfd watch.
+  static func blockStartingWithAFile(pages: Int) -> (reserved: UInt64, base: UInt64) {
+    let block = 2 << 20
+    let reserved = mapAnonymous(2 * block)
+    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)
+    let path = NSTemporaryDirectory() + "cache-neighbour-\(getpid())-\(pages)"
+    _ = FileManager.default.createFile(atPath: path, contents: Data(count: pages * page))
+    let fd = open(path, O_RDWR)
+    unlink(path)
+    let file = mmap(
+      UnsafeMutableRawPointer(bitPattern: UInt(base)), pages * page, PROT_READ | PROT_WRITE,
+      MAP_SHARED | MAP_FIXED, fd, 0)
+    close(fd)
+    #expect(file == UnsafeMutableRawPointer(bitPattern: UInt(base)))
+    return (reserved, base)
   }
 
   /// The kernel lets one userfaultfd own a mapping: a range already
