@@ -487,6 +487,8 @@ public final class RegistrationCache: @unchecked Sendable {
     let right = largestAcceptedExtent(upTo: Int((high - end) / page)) { pages in
       mapped(end, end + UInt64(pages) * page)
     }
+    // left and right are at most the pages between the range and the
+    // block's ends: both results stay inside [low, high).
     return (start - UInt64(left) * page, end + UInt64(right) * page)
   }
 
@@ -551,7 +553,7 @@ public final class RegistrationCache: @unchecked Sendable {
     }
     let ours = UInt64(Swift.max(0, counters.liveBytes.load(ordering: .relaxed)))
     // ours and length are byte counts of registered memory, far below 2^63.
-    memoryLockRereadIn &-= 1
+    memoryLockRereadIn &-= 1  // reset to 256 at each read: never near Int.min
     if let seen = memoryLockSoftLimit, memoryLockRereadIn > 0, ours + UInt64(length) < seen / 2 {
       return 0
     }
