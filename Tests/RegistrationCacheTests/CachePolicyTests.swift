@@ -155,6 +155,50 @@ import Verbs
     #expect(s.registrationFailures == 1)
   }
 
+  /// A registration that fails leaves no entry (nothing may hit a range
+  /// that was never registered) and the counts as they were, but for the
+  /// failure and the miss.
+  @Test func aFailedRegistrationLeavesNothingBehind() throws {
+    let counting = CountingRegistrar(failure: .notMapped)
+    let cache = RegistrationCache(
+      registrar: counting.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    try cache.lookup(address: 0x98_0000, length: page).release()
+    let before = cache.statistics
+    counting.failuresLeft.store(1, ordering: .relaxed)
+    expectVerbsError(.notMapped, operation: "ibv_reg_mr", errno: ENOMEM) {
+      _ = try cache.lookup(address: 0x99_0000, length: 2 * page)
+    }
+    let after = cache.statistics
+    #expect(after.registrationFailures == before.registrationFailures + 1)
+    #expect(after.registrations == before.registrations && after.misses == before.misses + 1)
+    #expect(after.entries == before.entries && after.cachedBytes == before.cachedBytes)
+    #expect(after.liveRegistrations == before.liveRegistrations)
+    #expect(after.liveBytes == before.liveBytes)
+    #expect(cache.cachedRangesForTesting().map(\.start) == [0x98_0000])
+    // The same range again registers (no leftover entry answers it).
+    let handle = try cache.lookup(address: 0x99_0000, length: 2 * page)
+    #expect(counting.count == 2 && handle.lkey == 2 && handle.isCached)
+    #expect(cache.statistics.misses == before.misses + 2)
+  }
+
+  /// When the union of overlapping entries fails to register for a reason
+  /// other than memory, the miss registers what was asked for instead; the
+  /// union's attempt leaves no entry and no merge in the counts.
+  @Test func aFailedUnionFallsBackToTheRangeAskedFor() throws {
+    let counting = CountingRegistrar(failure: .notMapped)
+    let cache = RegistrationCache(
+      registrar: counting.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    try cache.lookup(address: 0x9a_0000, length: 2 * page).release()
+    counting.failuresLeft.store(1, ordering: .relaxed)
+    let handle = try cache.lookup(address: 0x9a_1000, length: 2 * page)
+    #expect(handle.address == 0x9a_1000 && handle.length == 2 * page && handle.isCached)
+    #expect(cache.cachedRangesForTesting().map(\.start) == [0x9a_1000])
+    let s = cache.statistics
+    #expect(s.mergedRegistrations == 0 && s.registrations == 2 && s.registrationFailures == 0)
+    #expect(s.entries == 1 && s.cachedBytes == 2 * page)
+    #expect(s.invalidations[.overlap] == 1 && s.liveRegistrations == 1)
+  }
+
   @Test func invalidationKeepsHeldRegistrationsUntilReleased() throws {
     let (cache, counting) = countingCache()
     let held = try cache.lookup(address: 0xa0_0000, length: 2 * page)
