@@ -2,6 +2,7 @@
 #include "cache_anchor.h"
 
 #include <errno.h>
+#include <infiniband/verbs.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -99,6 +100,40 @@ static int compare_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+static int compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The device and PD of the plain registrations the misses are paired
+ * with: `name`, or the first device. Returns NULL pd (and says why on
+ * stderr) when there is none; the run then goes on unpaired. */
+struct plain_side {
+  struct ibv_context *context;
+  struct ibv_pd *pd;
+};
+
+static struct plain_side plain_open(const char *name) {
+  struct plain_side side = {NULL, NULL};
+  int count = 0;
+  struct ibv_device **devices = ibv_get_device_list(&count);
+  if (!devices) {
+    fprintf(stderr, "plain side: ibv_get_device_list: %s; misses go unpaired\n", strerror(errno));
+    return side;
+  }
+  for (int i = 0; i < count && !side.context; i++)
+    if (!name || strcmp(ibv_get_device_name(devices[i]), name) == 0)
+      side.context = ibv_open_device(devices[i]);
+  ibv_free_device_list(devices);
+  if (side.context) side.pd = ibv_alloc_pd(side.context);
+  if (!side.pd) {
+    fprintf(stderr, "plain side: no device %s to open; misses go unpaired\n", name ? name : "");
+    if (side.context) ibv_close_device(side.context);
+    side.context = NULL;
+  }
+  return side;
+}
+
 static void *worker_main(void *argument) {
   struct worker *w = argument;
   long *order = malloc(sizeof(long) * (size_t)w->count);
@@ -180,16 +215,78 @@ int anchor_run(const struct anchor_options *options, const struct anchor_ops *op
     return 1;
   }
 
-  /* Fill: one miss per buffer, each released at once (it stays cached). */
-  uint64_t start = now_ns();
+  /* Fill: one miss per buffer, each released at once (it stays cached),
+   * each timed; some paired with a plain registration (cache_anchor.h). */
+  struct plain_side plain = plain_open(options->device);
+  long plain_every = (options->regions + 999) / 1000; /* regions <= 10,000,000 */
+  long plain_count = plain.pd ? (options->regions + plain_every - 1) / plain_every : 0;
+  char *plain_base = NULL;
+  struct ibv_mr **plain_held = NULL;
+  double *ratios = NULL;
+  if (plain_count > 0) {
+    plain_base = mmap(NULL, stride * (size_t)plain_count, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    plain_held = calloc((size_t)plain_count, sizeof(struct ibv_mr *));
+    ratios = calloc((size_t)plain_count, sizeof(double));
+    if (plain_base == MAP_FAILED || !plain_held || !ratios) {
+      fprintf(stderr, "%s: no memory for the plain side\n", ops->name);
+      return 1;
+    }
+    memset(plain_base, 1, stride * (size_t)plain_count);
+  }
+  uint64_t miss_total = 0, plain_total = 0;
+  long pairs = 0;
   for (long i = 0; i < options->regions; i++) {
-    uint64_t one = options->warmup == 0 && i == 0 ? now_ns() : 0;
+    int paired = plain_count > 0 && i % plain_every == 0;
+    long k = i / plain_every;
+    int plain_first = k % 2 == 0;
+    uint64_t plain_took = 0;
+    if (paired && plain_first) {
+      uint64_t t0 = now_ns();
+      plain_held[k] = ibv_reg_mr(plain.pd, plain_base + (size_t)k * stride, options->size,
+                                 ops->plain_access);
+      plain_took = now_ns() - t0;
+    }
+    uint64_t t0 = now_ns();
     void *handle = ops->reg(ops->state, base + (size_t)i * stride, options->size);
     if (!handle || ops->dereg(ops->state, handle) != 0) return 1;
-    if (options->warmup == 0 && i == 0) cold_ns = (double)(now_ns() - one);
+    uint64_t took = now_ns() - t0;
+    if (options->warmup == 0 && i == 0) cold_ns = (double)took;
+    if (paired && !plain_first) {
+      uint64_t t1 = now_ns();
+      plain_held[k] = ibv_reg_mr(plain.pd, plain_base + (size_t)k * stride, options->size,
+                                 ops->plain_access);
+      plain_took = now_ns() - t1;
+    }
+    if (paired && !plain_held[k]) {
+      fprintf(stderr, "%s: plain ibv_reg_mr: %s\n", ops->name, strerror(errno));
+      return 1;
+    }
+    miss_total += took;
+    if (paired) {
+      plain_total += plain_took;
+      if (plain_took > 0) ratios[pairs++] = (double)took / (double)plain_took;
+    }
     first[i] = handle;
   }
-  double miss_ns = (double)(now_ns() - start) / (double)options->regions;
+  double miss_ns = (double)miss_total / (double)options->regions;
+  char plain_json[200] = "\"plainRegisterNanoseconds\":null,\"missOverPlain\":null,"
+                         "\"missOverPlainMedian\":null,\"plainSamples\":0,";
+  if (plain_count > 0) {
+    for (long k = 0; k < plain_count; k++) ibv_dereg_mr(plain_held[k]);
+    munmap(plain_base, stride * (size_t)plain_count);
+    double plain_ns = (double)plain_total / (double)plain_count;
+    qsort(ratios, (size_t)pairs, sizeof ratios[0], compare_double);
+    double median = pairs > 0 ? ratios[pairs / 2] : 0;
+    snprintf(plain_json, sizeof plain_json,
+             "\"plainRegisterNanoseconds\":%.1f,\"missOverPlain\":%.4f,"
+             "\"missOverPlainMedian\":%.4f,\"plainSamples\":%ld,",
+             plain_ns, miss_ns / plain_ns, median, plain_count);
+  }
+  free(plain_held);
+  free(ratios);
+  if (plain.pd) ibv_dealloc_pd(plain.pd);
+  if (plain.context) ibv_close_device(plain.context);
 
   long per_thread = options->lookups / options->threads;
   if (per_thread < 1) per_thread = 1;
@@ -221,10 +318,10 @@ int anchor_run(const struct anchor_options *options, const struct anchor_ops *op
   printf("{\"registrar\":\"%s\",%s\"device\":\"%s\",\"regions\":%ld,\"lookups\":%ld,"
          "\"threads\":%ld,\"repeats\":%ld,\"size\":%zu,\"hits\":%ld,\"misses\":%ld,"
          "\"hitNanoseconds\":%.1f,\"missNanoseconds\":%.1f,\"warmup\":%ld,"
-         "\"coldMissNanoseconds\":%.1f}\n",
+         "%s\"coldMissNanoseconds\":%.1f}\n",
          ops->name, extra_json, options->device ? options->device : "", options->regions,
          lookups, options->threads, options->repeats, options->size, hits, lookups - hits, hit_ns,
-         miss_ns, options->warmup, cold_ns);
+         miss_ns, options->warmup, plain_json, cold_ns);
   fflush(stdout);
   free(ids);
   free(workers);

@@ -9,6 +9,14 @@
  * random order (SplitMix64, seeded as the Swift tool seeds it), every lookup
  * followed by its release (R times over, each timed: the median counts),
  * and prints one JSON object.
+ *
+ * Up to 1,000 of the fill's misses, spread evenly, are each paired with a
+ * plain `ibv_reg_mr` of a buffer like it (a mapping of its own, on the same
+ * device, each kept until the fill ends, as the cache keeps its own), the
+ * two in alternating order, as `umem cache-bench` pairs its misses: the
+ * JSON's plainRegisterNanoseconds, missOverPlain (ratio of the means) and
+ * missOverPlainMedian (median of the pairs' ratios). Without a device that
+ * libibverbs can open, those are null.
  */
 #ifndef CACHE_ANCHOR_H
 #define CACHE_ANCHOR_H
@@ -36,6 +44,9 @@ struct anchor_ops {
   /* Releases a handle from reg(); 0 on success. */
   int (*dereg)(void *state, void *handle);
   void *state;
+  /* The ibv_access_flags the library's registrations ask for: the plain
+   * ibv_reg_mr each paired miss is compared with asks for the same. */
+  int plain_access;
 };
 
 /* Parses the options into `options`; exits 64 with usage on bad input. */

@@ -22,6 +22,7 @@
  *                        [--size BYTES] [--device NAME]
  * build: cc -O2 -pthread -o fabric_mr_cache fabric_mr_cache.c cache_anchor.c -lfabric
  */
+#include <infiniband/verbs.h>
 #include <rdma/fabric.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_errno.h>
@@ -100,7 +101,10 @@ int main(int argc, char **argv) {
            "\"anchor\":\"libfabric %u.%u\",\"monitor\":\"%s\",\"maxCount\":\"%s\",",
            FI_MAJOR(version), FI_MINOR(version), getenv("FI_MR_CACHE_MONITOR"),
            getenv("FI_MR_CACHE_MAX_COUNT"));
-  struct anchor_ops ops = {"libfabric-verbs", fabric_reg, fabric_dereg, domain};
+  struct anchor_ops ops = {"libfabric-verbs", fabric_reg, fabric_dereg, domain,
+                           /* what the verbs provider asks for these FI_ flags */
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ |
+                               IBV_ACCESS_REMOTE_WRITE};
   int status = anchor_run(&options, &ops, extra);
   fi_close(&domain->fid);
   fi_close(&fabric->fid);

@@ -20,6 +20,7 @@
  *                   [--size BYTES] [--device NAME]
  * build: cc -O2 -pthread -o ucx_rcache ucx_rcache.c cache_anchor.c -lucp -luct -lucs
  */
+#include <infiniband/verbs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,10 @@ int main(int argc, char **argv) {
   const char *methods = getenv("UCX_IB_REG_METHODS");
   snprintf(extra, sizeof extra, "\"anchor\":\"UCX %u.%u.%u\",\"regMethods\":\"%s\",", major,
            minor, release, methods ? methods : "rcache,odp,direct (default)");
-  struct anchor_ops ops = {"ucx-rcache", ucx_reg, ucx_dereg, md};
+  struct anchor_ops ops = {"ucx-rcache", ucx_reg, ucx_dereg, md,
+                           /* UCT_MD_MEM_ACCESS_ALL, as the ib memory domain asks for it */
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ |
+                               IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC};
   int status = anchor_run(&options, &ops, extra);
   uct_md_close(md);
   return status;
