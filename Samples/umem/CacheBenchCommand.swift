@@ -131,6 +131,10 @@ struct CacheBench: ParsableCommand {
     /// registration: the two ran back to back, so a stall of the machine
     /// that spoils one pair does not move it, where it moves the means.
     var missOverPlainMedian: Double?
+    /// The median over those buffers of each one's miss minus its plain
+    /// registration: what a miss adds, in nanoseconds, whatever a
+    /// registration costs in the process (the C anchors report the same).
+    var missMinusPlainMedianNanoseconds: Double?
     /// How many buffers the two means above are over.
     var plainSamples: Int
     /// Mean per plain registration when all are kept registered at once
@@ -248,6 +252,7 @@ struct CacheBench: ParsableCommand {
       var pairedMissTotal = Duration.zero
       var missTotal = Duration.zero
       var pairRatios: [Double] = []
+      var pairDifferences: [Double] = []
       var firstMiss: Duration?
       var plainHeld: [SharedMemoryRegion] = []
       // The plain registrations get buffers of their own (one mapping
@@ -295,6 +300,7 @@ struct CacheBench: ParsableCommand {
           plainTotal += plainTook
           pairedMissTotal += took
           if plainTook > .zero { pairRatios.append(took.nanoseconds / plainTook.nanoseconds) }
+          pairDifferences.append(took.nanoseconds - plainTook.nanoseconds)
         }
       }
       for region in plainHeld { try region.close() }
@@ -310,6 +316,8 @@ struct CacheBench: ParsableCommand {
       let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
       let pairedMiss = plainCount > 0 ? pairedMissTotal.nanoseconds / Double(plainCount) : nil
       let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
+      let medianPairDifference =
+        pairDifferences.isEmpty ? nil : pairDifferences.sorted()[pairDifferences.count / 2]
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
       // On the plain buffers (the cache's are pinned by its own entries).
@@ -399,7 +407,8 @@ struct CacheBench: ParsableCommand {
         missNanoseconds: missNanoseconds, plainRegisterNanoseconds: plain,
         pairedMissNanoseconds: pairedMiss,
         missOverPlain: plain.flatMap { p in pairedMiss.map { $0 / p } },
-        missOverPlainMedian: medianPairRatio, plainSamples: plainCount,
+        missOverPlainMedian: medianPairRatio,
+        missMinusPlainMedianNanoseconds: medianPairDifference, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup,
         plainClosedAtOnce: closePlain,
@@ -432,7 +441,8 @@ struct CacheBench: ParsableCommand {
             "plain reg   \(format(plain)) per ibv_reg_mr, miss/plain "
               + String(format: "%.2f", report.missOverPlain ?? .nan)
               + " over the same \(plainCount) buffers (median of pairs "
-              + String(format: "%.2f", report.missOverPlainMedian ?? .nan) + ")")
+              + String(format: "%.2f", report.missOverPlainMedian ?? .nan) + "; "
+              + format(report.missMinusPlainMedianNanoseconds ?? .nan) + " added, median)")
         }
         if let plainKept {
           print(

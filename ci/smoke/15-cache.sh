@@ -4,7 +4,10 @@
 # Smoke test of the registration cache through `umem cache-bench`: the index
 # alone (registration replaced by a counter), then real registrations on rxe
 # with the userfaultfd monitor, then an unprivileged process (which needs
-# UFFD_USER_MODE_ONLY, or falls back to explicit invalidation and says so).
+# UFFD_USER_MODE_ONLY, or falls back to explicit invalidation and says so),
+# then the two C anchors the benchmarks compare with (Samples/bench/C: built
+# by ci/test's lint stage into $UMEM_SCRATCH/anchors, else here), each
+# pairing its misses with plain registrations as cache-bench does.
 set -euo pipefail
 . "$(dirname "$0")/../lib/smoke.sh"
 bin=${UMEM_BIN:-${UMEM_SCRATCH:-.build}/debug}
@@ -18,6 +21,7 @@ check() {
     | need($s.registrations == .regions + .warmup; "\($s.registrations) registrations for \(.regions) regions and \(.warmup) warm-up misses")
     | need(.coldMissNanoseconds > 0; "no cold miss reported")
     | need($kind != "verbs" or (.missRegistrationNanoseconds > 0 and .missRegistrationNanoseconds < .missNanoseconds and .plainSamples == .regions and .coldPlainRegisterNanoseconds > 0); "miss split \(.missRegistrationNanoseconds) of \(.missNanoseconds), \(.plainSamples) plain samples")
+    | need($kind != "verbs" or (.missOverPlainMedian > 0 and (.missMinusPlainMedianNanoseconds | type) == "number"); "pairs: median ratio \(.missOverPlainMedian), added \(.missMinusPlainMedianNanoseconds)")
     | need($s.liveRegistrations == 0; "closed cache left registrations: \($s)")
     | need($s.deregistrations == $s.registrations; "\($s.deregistrations) deregistrations of \($s.registrations)")
     | need(if $kind != "unprivileged" then $m | has("userfaultfd")
@@ -49,3 +53,16 @@ if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
 else
   echo "(no setpriv or not root: unprivileged check skipped)"
 fi
+
+anchors=${UMEM_SCRATCH:-.build}/anchors
+[ -x "$anchors/fabric_mr_cache" ] && [ -x "$anchors/ucx_rcache" ] \
+  || Samples/bench/build-anchors "$anchors"
+for anchor in fabric_mr_cache ucx_rcache; do
+  echo "+ Samples/bench/C anchor $anchor --regions 50 --lookups 2000 --warmup 4"
+  "$anchors/$anchor" --regions 50 --lookups 2000 --warmup 4 | json_check - '
+    need(.hits == .lookups; "\(.hits) hits of \(.lookups) lookups")
+    | need(.plainSamples == .regions; "\(.plainSamples) plain samples for \(.regions) regions")
+    | need(.plainRegisterNanoseconds > 0 and .missOverPlainMedian > 0
+           and (.missMinusPlainMedianNanoseconds | type) == "number"; "no pairs: \(.)")
+    | "\(.registrar): \(.hits) hits at \(.hitNanoseconds | floor) ns, miss/plain median of pairs \(.missOverPlainMedian)"'
+done

@@ -222,19 +222,20 @@ int anchor_run(const struct anchor_options *options, const struct anchor_ops *op
   long plain_count = plain.pd ? (options->regions + plain_every - 1) / plain_every : 0;
   char *plain_base = NULL;
   struct ibv_mr **plain_held = NULL;
-  double *ratios = NULL;
+  double *ratios = NULL, *differences = NULL;
   if (plain_count > 0) {
     plain_base = mmap(NULL, stride * (size_t)plain_count, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     plain_held = calloc((size_t)plain_count, sizeof(struct ibv_mr *));
     ratios = calloc((size_t)plain_count, sizeof(double));
-    if (plain_base == MAP_FAILED || !plain_held || !ratios) {
+    differences = calloc((size_t)plain_count, sizeof(double));
+    if (plain_base == MAP_FAILED || !plain_held || !ratios || !differences) {
       fprintf(stderr, "%s: no memory for the plain side\n", ops->name);
       return 1;
     }
     memset(plain_base, 1, stride * (size_t)plain_count);
   }
-  uint64_t miss_total = 0, plain_total = 0;
+  uint64_t miss_total = 0, plain_total = 0, paired_miss_total = 0;
   long pairs = 0;
   for (long i = 0; i < options->regions; i++) {
     int paired = plain_count > 0 && i % plain_every == 0;
@@ -265,26 +266,36 @@ int anchor_run(const struct anchor_options *options, const struct anchor_ops *op
     miss_total += took;
     if (paired) {
       plain_total += plain_took;
-      if (plain_took > 0) ratios[pairs++] = (double)took / (double)plain_took;
+      paired_miss_total += took;
+      if (plain_took > 0) {
+        differences[pairs] = (double)took - (double)plain_took;
+        ratios[pairs++] = (double)took / (double)plain_took;
+      }
     }
     first[i] = handle;
   }
   double miss_ns = (double)miss_total / (double)options->regions;
-  char plain_json[200] = "\"plainRegisterNanoseconds\":null,\"missOverPlain\":null,"
-                         "\"missOverPlainMedian\":null,\"plainSamples\":0,";
+  char plain_json[300] = "\"plainRegisterNanoseconds\":null,\"missOverPlain\":null,"
+                         "\"missOverPlainMedian\":null,\"missMinusPlainMedianNanoseconds\":null,"
+                         "\"plainSamples\":0,";
   if (plain_count > 0) {
     for (long k = 0; k < plain_count; k++) ibv_dereg_mr(plain_held[k]);
     munmap(plain_base, stride * (size_t)plain_count);
     double plain_ns = (double)plain_total / (double)plain_count;
     qsort(ratios, (size_t)pairs, sizeof ratios[0], compare_double);
+    qsort(differences, (size_t)pairs, sizeof differences[0], compare_double);
     double median = pairs > 0 ? ratios[pairs / 2] : 0;
+    double added = pairs > 0 ? differences[pairs / 2] : 0;
     snprintf(plain_json, sizeof plain_json,
              "\"plainRegisterNanoseconds\":%.1f,\"missOverPlain\":%.4f,"
-             "\"missOverPlainMedian\":%.4f,\"plainSamples\":%ld,",
-             plain_ns, miss_ns / plain_ns, median, plain_count);
+             "\"missOverPlainMedian\":%.4f,\"missMinusPlainMedianNanoseconds\":%.1f,"
+             "\"plainSamples\":%ld,",
+             plain_ns, (double)paired_miss_total / (double)plain_count / plain_ns, median, added,
+             plain_count);
   }
   free(plain_held);
   free(ratios);
+  free(differences);
   if (plain.pd) ibv_dealloc_pd(plain.pd);
   if (plain.context) ibv_close_device(plain.context);
 
