@@ -2,6 +2,10 @@ internal import CThreadSlots
 import Synchronization
 import Verbs
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// One cached registration: its page-aligned range, keys and access, the
 /// handles out on it, and when it was last used.
 ///
@@ -24,14 +28,28 @@ import Verbs
 /// detached entry is always seen by one side. The cache reads the sum
 /// only under its write lock, where no hold is taken and a stale word can
 /// only be too high: an entry in use never looks idle.
+///
+/// **Registered outside the lock.** A miss indexes its entry *pending*
+/// (``init(pendingStart:length:access:counters:)``), releases the cache's
+/// write lock, calls `ibv_reg_mr`, then publishes the keys
+/// (``publish(_:frames:)``) or marks the entry failed (``fail()``). Other
+/// threads that find a pending entry take a hold and wait, outside the
+/// lock, until it settles (``waitUntilSettled()``): nobody else stalls
+/// behind a registration, and two lookups of one buffer register it once.
 final class CacheEntry: @unchecked Sendable {
-  // @unchecked: the stored properties are immutable or atomic.
+  // @unchecked: the stored properties are immutable or atomic, except
+  // `registered` and `frames`, which the registering thread writes once
+  // before it stores `.ready` to `state` (releasing); readers read them
+  // only after loading `.ready` (acquiring) or while they hold the entry,
+  // which they got after seeing `.ready`.
   let start: UInt64
   let length: Int
   let access: MemoryAccess
-  let registered: RegisteredMemory
+  private(set) var registered: RegisteredMemory
   /// Page frames at registration, for the optional check on hits.
-  let frames: [UInt64]?
+  private(set) var frames: [UInt64]?
+  /// ``State``'s raw value.
+  private let state: Atomic<UInt8>
   let counters: CacheCounters
   /// The slot plus one of the thread whose holds ``ownerHolds`` counts; 0
   /// until a hit by a thread with a slot claims it (once).
@@ -45,6 +63,17 @@ final class CacheEntry: @unchecked Sendable {
   private let detached = Atomic<Bool>(false)
   private let retired = Atomic<Bool>(false)
 
+  /// Where an entry's registration stands.
+  enum State: UInt8 {
+    /// Its miss is still calling `ibv_reg_mr`.
+    case pending
+    /// Registered: the keys are there.
+    case ready
+    /// The registration failed: nothing to hand out or deregister.
+    case failed
+  }
+
+  /// An entry for a registration already made.
   init(
     start: UInt64, length: Int, access: MemoryAccess, registered: RegisteredMemory,
     frames: [UInt64]?, counters: CacheCounters
@@ -55,8 +84,64 @@ final class CacheEntry: @unchecked Sendable {
     self.registered = registered
     self.frames = frames
     self.counters = counters
+    state = Atomic(State.ready.rawValue)
     counters.liveRegistrations.add(1, ordering: .relaxed)
     counters.liveBytes.add(length, ordering: .relaxed)
+  }
+
+  /// An entry whose registration its miss is about to make.
+  init(pendingStart start: UInt64, length: Int, access: MemoryAccess, counters: CacheCounters) {
+    self.start = start
+    self.length = length
+    self.access = access
+    registered = RegisteredMemory(lkey: 0, rkey: 0, iova: 0, region: nil)
+    frames = nil
+    self.counters = counters
+    state = Atomic(State.pending.rawValue)
+  }
+
+  /// Whether the keys are there; one load, the hit path's only addition.
+  @inline(__always)
+  var isReady: Bool { state.load(ordering: .acquiring) == State.ready.rawValue }
+
+  /// The registering thread's: what `ibv_reg_mr` gave, visible to every
+  /// thread that then sees the entry ready.
+  func publish(_ registered: RegisteredMemory, frames: [UInt64]?) {
+    self.registered = registered
+    self.frames = frames
+    counters.liveRegistrations.add(1, ordering: .relaxed)
+    counters.liveBytes.add(length, ordering: .relaxed)
+    state.store(State.ready.rawValue, ordering: .releasing)
+  }
+
+  /// The registering thread's, under the cache's write lock: the
+  /// registration failed. Waiters give their holds back and look up again.
+  func fail() {
+    state.store(State.failed.rawValue, ordering: .releasing)
+  }
+
+  /// Waits (holding the entry, outside every lock) until the registering
+  /// thread publishes or fails; true when ready. Spins briefly, then
+  /// yields, then sleeps 20 µs at a time: a registration takes from
+  /// microseconds to milliseconds.
+  @inline(never)
+  func waitUntilSettled() -> Bool {
+    var rounds = 0
+    while true {
+      switch state.load(ordering: .acquiring) {
+      case State.ready.rawValue: return true
+      case State.failed.rawValue: return false
+      default: break
+      }
+      rounds &+= 1
+      if rounds < 100 {
+        continue
+      } else if rounds < 1_100 {
+        sched_yield()
+      } else {
+        usleep(20)
+      }
+    }
   }
 
   /// One past the last byte; `start + length` was checked when registering.
@@ -152,6 +237,8 @@ final class CacheEntry: @unchecked Sendable {
         .exchanged
     else { return }
     defer { Unmanaged.passUnretained(self).release() }
+    // A failed registration has nothing to give back and was never live.
+    guard state.load(ordering: .acquiring) == State.ready.rawValue else { return }
     do {
       try registered.region?.close()
     } catch {

@@ -49,8 +49,13 @@ import Verbs
 /// in the entry's owner word when the thread is the entry's owner, the
 /// first thread to hit it (``CacheEntry``), else with one atomic add. Two
 /// threads hitting different entries write no shared cache line. Misses,
-/// evictions and invalidations take the write lock and register or
-/// deregister under it. The monitor thread never takes the lock.
+/// evictions and invalidations take the write lock for the index's
+/// bookkeeping, but a miss calls `ibv_reg_mr` after releasing it: its entry
+/// waits in the index as pending (``CacheEntry``), and a thread that looks
+/// up the same range meanwhile takes a hold and waits for that one
+/// registration, while lookups of other ranges go on (registering under
+/// the write lock would stall every lookup behind each miss, for
+/// microseconds to milliseconds). The monitor thread never takes the lock.
 ///
 /// **Eviction.** Idle entries (no handle out) are evicted least recently
 /// used first when a miss would exceed ``CacheLimits/maxEntries``,
@@ -232,42 +237,72 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
-    if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
-      lock.withWriteLock { applyPendingInvalidations() }
-    }
-    let tick = counters.misses.load(ordering: .relaxed)
-    // The index's generation matters only to a miss: read it only then.
-    // (A hit that fails its frame check leaves it nil: the miss searches.)
-    let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
-      if let held = hit(start: address, end: end, access: access, tick: tick) { return (held, nil) }
-      return (nil, index.generation)
-    }
-    if let held = found {
-      guard let frameCheck else { return held }
-      // Slow path from here on: a strong reference is fine.
-      let entry = held.takeUnretainedValue()
-      guard let recorded = entry.frames else { return held }
-      counters.frameChecks.add(1, ordering: .relaxed)
-      if frameCheck.frames(start: entry.start, length: entry.length, pageSize: pageSize)
-        == recorded
-      {
-        return held
+    while true {
+      if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
+        lock.withWriteLock { applyPendingInvalidations() }
       }
-      entry.release()
-      // Pages replaced since the hit was taken may be reported already, or
-      // be in flight: an munmap clears the page table before it queues its
-      // event. Give the monitor a moment (about 0.1 s at most; no lock is
-      // held and it needs none); only a change it never reported counts as
-      // a stale hit.
-      if let subscription {
-        for _ in 0..<2000 where !subscription.hasPending { usleep(10) }
+      let tick = counters.misses.load(ordering: .relaxed)
+      // The index's generation matters only to a miss: read it only then.
+      // (A hit that fails its frame check leaves it nil: the miss searches.)
+      let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
+        if let held = hit(start: address, end: end, access: access, tick: tick) {
+          return (held, nil)
+        }
+        return (nil, index.generation)
       }
-      lock.withWriteLock {
-        applyPendingInvalidations()
-        if !entry.isDetached { drop(entry, cause: .staleFrames) }
+      if let held = found {
+        // Another thread's miss may still be registering it.
+        if _slowPath(!held._withUnsafeGuaranteedRef({ $0.isReady })) {
+          guard settled(held) else { continue }
+        }
+        guard let frameCheck else { return held }
+        if passesFrameCheck(held, frameCheck) { return held }
+      }
+      switch try miss(start: address, end: end, access: access, tick: tick, searched: searched) {
+      case .found(let held):
+        if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) { return held }
+      case .registering(let pending):
+        return try complete(pending, tick: tick)
       }
     }
-    return try miss(start: address, end: end, access: access, tick: tick, searched: searched)
+  }
+
+  /// Waits for a hold's pending entry to settle; false (the hold given
+  /// back) when its registration failed: the caller looks up again.
+  @inline(never)
+  private func settled(_ held: Unmanaged<CacheEntry>) -> Bool {
+    let entry = held.takeUnretainedValue()
+    if entry.waitUntilSettled() { return true }
+    entry.release()
+    return false
+  }
+
+  /// The optional check on a hit: whether the entry's pages are still the
+  /// ones registered. When not, gives the hold back and drops the entry
+  /// (a stale hit); the caller then misses.
+  @inline(never)
+  private func passesFrameCheck(_ held: Unmanaged<CacheEntry>, _ frameCheck: FrameCheck) -> Bool {
+    // Slow path from here on: a strong reference is fine.
+    let entry = held.takeUnretainedValue()
+    guard let recorded = entry.frames else { return true }
+    counters.frameChecks.add(1, ordering: .relaxed)
+    if frameCheck.frames(start: entry.start, length: entry.length, pageSize: pageSize) == recorded {
+      return true
+    }
+    entry.release()
+    // Pages replaced since the hit was taken may be reported already, or
+    // be in flight: an munmap clears the page table before it queues its
+    // event. Give the monitor a moment (about 0.1 s at most; no lock is
+    // held and it needs none); only a change it never reported counts as
+    // a stale hit.
+    if let subscription {
+      for _ in 0..<2000 where !subscription.hasPending { usleep(10) }
+    }
+    lock.withWriteLock {
+      applyPendingInvalidations()
+      if !entry.isDetached { drop(entry, cause: .staleFrames) }
+    }
+    return false
   }
 
   /// Stops serving registrations that share a byte with
@@ -304,19 +339,37 @@ public final class RegistrationCache: @unchecked Sendable {
 
   // MARK: - Under the write lock
 
+  /// What a miss found under the write lock: an entry after all (another
+  /// thread's, possibly still pending), or a pending entry of its own to
+  /// register outside the lock (``complete(_:tick:)``).
+  private enum MissOutcome {
+    case found(Unmanaged<CacheEntry>)
+    case registering(PendingRegistration)
+  }
+
+  /// A miss's own pending entry, indexed and held, and what to register if
+  /// it was a union that fails.
+  private struct PendingRegistration {
+    let entry: CacheEntry
+    let merged: Bool
+    let fallback: (start: UInt64, end: UInt64, access: MemoryAccess)
+  }
+
   /// `searched`: the index's generation when the read lock found nothing
   /// (the frame check's retry passes nil: it found a stale entry).
-  private func miss(start: UInt64, end: UInt64, access: MemoryAccess, tick: Int, searched: Int?)
-    throws(VerbsError) -> Unmanaged<CacheEntry>
-  {
-    try lock.withWriteLock { () throws(VerbsError) -> Unmanaged<CacheEntry> in
+  /// `merging`: false for a failed union's fallback.
+  private func miss(
+    start: UInt64, end: UInt64, access: MemoryAccess, tick: Int, searched: Int?,
+    merging: Bool = true
+  ) throws(VerbsError) -> MissOutcome {
+    try lock.withWriteLock { () throws(VerbsError) -> MissOutcome in
       applyPendingInvalidations()
       // Another thread may have registered it while this one waited (the
       // index changed since the search), or the monitor's news dropped it.
       if index.generation != searched,
         let held = hit(start: start, end: end, access: access, tick: tick)
       {
-        return held
+        return .found(held)
       }
       counters.misses.addUnderWriteLock(1)
       let page = UInt64(pageSize)
@@ -338,29 +391,30 @@ public final class RegistrationCache: @unchecked Sendable {
         union.end = Swift.max(union.end, entry.end)
         union.access.formUnion(entry.access)
       }
-      if union.end - union.start > UInt64(limits.maxMergedBytes) {
+      if !merging || union.end - union.start > UInt64(limits.maxMergedBytes) {
         union = (pageStart, pageEnd, access)
       }
       if !overlaps.isEmpty {
         for entry in index.remove(overlaps) { detach(entry, cause: .overlap) }
       }
       // With the overlaps gone, the new range belongs where they began.
-      let entry = try register(
+      return try begin(
         start: union.start, end: union.end, access: union.access,
-        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty, tick: tick,
-        position: overlaps.lowerBound)
-      return Unmanaged.passUnretained(entry)
+        fallback: (pageStart, pageEnd, access), merged: !overlaps.isEmpty && merging,
+        tick: tick, position: overlaps.lowerBound)
     }
   }
 
-  /// Registers (with the ENOMEM retry and the merge fallback), watches and
-  /// indexes one range, and acquires it for the caller's handle.
-  /// `position`: where in the index the range belongs (a hint, checked).
-  private func register(
+  /// Under the write lock: indexes a pending entry for one range, held for
+  /// the caller, to be registered once the lock is released (a range the
+  /// monitor cannot watch is registered here instead, and handed out
+  /// uncached). `position`: where in the index the range belongs (a hint,
+  /// checked).
+  private func begin(
     start: UInt64, end: UInt64, access: MemoryAccess,
     fallback: (start: UInt64, end: UInt64, access: MemoryAccess), merged: Bool, tick: Int,
     position: Int
-  ) throws(VerbsError) -> CacheEntry {
+  ) throws(VerbsError) -> MissOutcome {
     // Both ends are page-aligned user addresses; a length past Int.max
     // cannot be registered anyway.
     guard let length = Int(exactly: end - start) else {
@@ -371,40 +425,97 @@ public final class RegistrationCache: @unchecked Sendable {
     makeRoom(for: length)
     // Watch before registering: an unmap between the two is then seen
     // (and drops the entry on the next lookup) instead of missed.
-    let watched = !closed && (subscription == nil || ensureWatched(start: start, end: end))
+    guard !closed, subscription == nil || ensureWatched(start: start, end: end) else {
+      return .found(try registerUncached(start: start, length: length, access: access, tick: tick))
+    }
+    let entry = CacheEntry(pendingStart: start, length: length, access: access, counters: counters)
+    // Before anything can detach it: handles do not retain their entry.
+    entry.acquire(at: tick, claiming: false)
+    index.insert(entry, at: position)
+    counters.cachedEntries.addUnderWriteLock(1)
+    counters.cachedBytes.addUnderWriteLock(length)
+    counters.registrations.addUnderWriteLock(1)
+    if merged { counters.mergedRegistrations.addUnderWriteLock(1) }
+    return .registering(PendingRegistration(entry: entry, merged: merged, fallback: fallback))
+  }
+
+  /// Outside the lock: registers a miss's pending entry and publishes it,
+  /// or takes it back out and throws (after registering the range asked
+  /// for, when a union failed for a reason other than memory).
+  private func complete(_ pending: PendingRegistration, tick: Int) throws(VerbsError)
+    -> Unmanaged<CacheEntry>
+  {
+    let entry = pending.entry
+    do {
+      let registered = try registerRetryingOnNoMemoryUnlocked(
+        start: entry.start, length: entry.length, access: entry.access)
+      entry.publish(
+        registered,
+        frames: frameCheck?.frames(start: entry.start, length: entry.length, pageSize: pageSize))
+      return Unmanaged.passUnretained(entry)
+    } catch {
+      let fallback = pending.fallback
+      let retry =
+        pending.merged && error.code != .memoryLockLimit && error.code != .resourceExhausted
+        && (fallback.start != entry.start || fallback.end != entry.end)
+      lock.withWriteLock { withdraw(entry, merged: pending.merged, failed: !retry) }
+      // The miss's own hold; the last one retires the entry (nothing to
+      // deregister).
+      entry.release()
+      guard retry else { throw error }
+      // Part of the union may be gone; register what was asked for.
+      switch try miss(
+        start: fallback.start, end: fallback.end, access: fallback.access, tick: tick,
+        searched: nil, merging: false)
+      {
+      case .found(let held):
+        if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) { return held }
+        throw error
+      case .registering(let next):
+        return try complete(next, tick: tick)
+      }
+    }
+  }
+
+  /// Under the write lock: takes a pending entry whose registration failed
+  /// back out of the index and the counts, and lets its waiters go.
+  private func withdraw(_ entry: CacheEntry, merged: Bool, failed: Bool) {
+    entry.fail()
+    counters.registrations.addUnderWriteLock(-1)
+    if merged { counters.mergedRegistrations.addUnderWriteLock(-1) }
+    if failed { counters.registrationFailures.addUnderWriteLock(1) }
+    // An invalidation may have detached it already (and counted that).
+    guard !entry.isDetached else { return }
+    if let position = index.lastStarting(atOrBelow: entry.start), index.values[position] === entry {
+      index.remove(position..<(position + 1))
+    }
+    counters.cachedEntries.addUnderWriteLock(-1)
+    counters.cachedBytes.addUnderWriteLock(-entry.length)
+    entry.detach()
+  }
+
+  /// Under the write lock: registers a range the monitor cannot watch and
+  /// hands it out once, uncached (detached at once: its last release
+  /// deregisters it).
+  private func registerUncached(start: UInt64, length: Int, access: MemoryAccess, tick: Int)
+    throws(VerbsError) -> Unmanaged<CacheEntry>
+  {
     let registered: RegisteredMemory
     do {
       registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)
     } catch {
-      if merged, error.code != .memoryLockLimit, error.code != .resourceExhausted,
-        fallback.start != start || fallback.end != end
-      {
-        // Part of the union may be gone; register what was asked for.
-        return try register(
-          start: fallback.start, end: fallback.end, access: fallback.access, fallback: fallback,
-          merged: false, tick: tick, position: position)
-      }
       counters.registrationFailures.addUnderWriteLock(1)
       throw error
     }
     counters.registrations.addUnderWriteLock(1)
-    if merged { counters.mergedRegistrations.addUnderWriteLock(1) }
+    counters.uncachedRegistrations.addUnderWriteLock(1)
     let frames = frameCheck?.frames(start: start, length: length, pageSize: pageSize)
     let entry = CacheEntry(
       start: start, length: length, access: access, registered: registered, frames: frames,
       counters: counters)
-    // Before a detach: handles do not retain their entry.
     entry.acquire(at: tick, claiming: false)
-    if watched {
-      index.insert(entry, at: position)
-      counters.cachedEntries.addUnderWriteLock(1)
-      counters.cachedBytes.addUnderWriteLock(length)
-    } else {
-      // The monitor cannot see this memory go away: hand it out once.
-      counters.uncachedRegistrations.addUnderWriteLock(1)
-      entry.detach()
-    }
-    return entry
+    entry.detach()
+    return Unmanaged.passUnretained(entry)
   }
 
   /// Whether the monitor watches `[start, end)` (always true without a
@@ -516,6 +627,25 @@ public final class RegistrationCache: @unchecked Sendable {
         evictIdle(bytes: Int.max, entries: Int.max) > 0
       else { throw error }
       counters.retriesAfterNoMemory.addUnderWriteLock(1)
+      return try registrar.register(start, length, access)
+    }
+  }
+
+  /// The same, outside the lock: the eviction takes the write lock.
+  private func registerRetryingOnNoMemoryUnlocked(start: UInt64, length: Int, access: MemoryAccess)
+    throws(VerbsError) -> RegisteredMemory
+  {
+    do {
+      return try registrar.register(start, length, access)
+    } catch {
+      guard error.code == .memoryLockLimit || error.code == .resourceExhausted else { throw error }
+      let evicted = lock.withWriteLock { () -> Int in
+        applyPendingInvalidations()
+        let evicted = evictIdle(bytes: Int.max, entries: Int.max)
+        if evicted > 0 { counters.retriesAfterNoMemory.addUnderWriteLock(1) }
+        return evicted
+      }
+      guard evicted > 0 else { throw error }
       return try registrar.register(start, length, access)
     }
   }
