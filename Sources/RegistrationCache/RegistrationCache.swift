@@ -237,33 +237,68 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
+    if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
+      lock.withWriteLock { applyPendingInvalidations() }
+    }
+    let tick = counters.misses.load(ordering: .relaxed)
+    // The index's generation matters only to a miss: read it only then.
+    let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
+      if let held = hit(start: address, end: end, access: access, tick: tick) { return (held, nil) }
+      return (nil, index.generation)
+    }
+    // The hit path ends here, unless another thread's miss is still
+    // registering the entry or hits check frames.
+    if let held = found, frameCheck == nil, held._withUnsafeGuaranteedRef({ $0.isReady }) {
+      return held
+    }
+    return try acquireSlowly(
+      address: address, end: end, access: access, tick: tick, found: found, searched: searched)
+  }
+
+  /// The rest of a lookup: waiting for a pending entry, the frame check, the
+  /// miss; and looking up again when a registration another thread was
+  /// making failed.
+  @inline(never)
+  private func acquireSlowly(
+    address: UInt64, end: UInt64, access: MemoryAccess, tick: Int,
+    found: Unmanaged<CacheEntry>?, searched: Int?
+  ) throws(VerbsError) -> Unmanaged<CacheEntry> {
+    var (tick, found, searched) = (tick, found, searched)
     while true {
-      if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
-        lock.withWriteLock { applyPendingInvalidations() }
-      }
-      let tick = counters.misses.load(ordering: .relaxed)
-      // The index's generation matters only to a miss: read it only then.
-      // (A hit that fails its frame check leaves it nil: the miss searches.)
-      let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
-        if let held = hit(start: address, end: end, access: access, tick: tick) {
-          return (held, nil)
-        }
-        return (nil, index.generation)
-      }
       if let held = found {
-        // Another thread's miss may still be registering it.
-        if _slowPath(!held._withUnsafeGuaranteedRef({ $0.isReady })) {
-          guard settled(held) else { continue }
+        // (A hit that fails its frame check leaves `searched` nil: the miss
+        // searches.)
+        if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) {
+          guard let frameCheck else { return held }
+          if passesFrameCheck(held, frameCheck) { return held }
+        } else {
+          (tick, found, searched) = searchAgain(address: address, end: end, access: access)
+          continue
         }
-        guard let frameCheck else { return held }
-        if passesFrameCheck(held, frameCheck) { return held }
       }
       switch try miss(start: address, end: end, access: access, tick: tick, searched: searched) {
       case .found(let held):
         if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) { return held }
+        (tick, found, searched) = searchAgain(address: address, end: end, access: access)
       case .registering(let pending):
         return try complete(pending, tick: tick)
       }
+    }
+  }
+
+  /// A lookup's search again, after a registration it waited for failed.
+  private func searchAgain(address: UInt64, end: UInt64, access: MemoryAccess)
+    -> (tick: Int, found: Unmanaged<CacheEntry>?, searched: Int?)
+  {
+    if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
+      lock.withWriteLock { applyPendingInvalidations() }
+    }
+    let tick = counters.misses.load(ordering: .relaxed)
+    return lock.withReadLock {
+      if let held = hit(start: address, end: end, access: access, tick: tick) {
+        return (tick, held, nil)
+      }
+      return (tick, nil, index.generation)
     }
   }
 
