@@ -51,6 +51,11 @@ struct CacheBench: ParsableCommand {
       "Close each paired plain registration right after its pair instead of keeping it until the fill ends (as the cache keeps its own)."
   )
   var closePlain = false
+  @Flag(
+    help:
+      "While the timed lookups run, one more thread misses over and over (looks up one of 64 spare buffers, invalidates it while held, releases it): how much other threads' misses slow hits."
+  )
+  var backgroundMisses = false
   @Flag(help: "Print one JSON object.") var json = false
 
   enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
@@ -147,6 +152,9 @@ struct CacheBench: ParsableCommand {
     /// Whether each plain registration was closed after its pair
     /// (`--close-plain`) rather than kept until the fill ended.
     var plainClosedAtOnce: Bool
+    /// Misses the background thread made while the lookups were timed
+    /// (`--background-misses`; nil without it). The statistics count them.
+    var backgroundMisses: Int?
     /// With --split-miss: mean time inside ibv_reg_mr per registration the
     /// fill's misses made; the rest of missNanoseconds is the cache's.
     var missRegistrationNanoseconds: Double?
@@ -385,7 +393,40 @@ struct CacheBench: ParsableCommand {
           group.leave()
         }
       }
+      // Misses beside the timed lookups (--background-misses): each takes
+      // the write lock, registers and is invalidated while held, so its
+      // deregistration runs at release, outside the lock.
+      let stopBackground = Atomic<Bool>(false)
+      let backgroundDone = DispatchGroup()
+      let backgroundCount = Atomic<Int>(0)
+      var backgroundSpare: SharedBuffer?
+      if backgroundMisses {
+        let spare = try SharedBuffer(byteCount: stride * 64)
+        spare.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        backgroundSpare = spare
+        let spareBase = spare.address
+        backgroundDone.enter()
+        Thread.detachNewThread {
+          var k = 0
+          while !stopBackground.load(ordering: .relaxed) {
+            let address = spareBase + UInt64(k % 64 * stride)
+            guard let lease = try? cache.lease(address: address, length: bytes, access: access)
+            else { break }
+            cache.invalidate(address: address, length: bytes)
+            lease.release()
+            backgroundCount.add(1, ordering: .relaxed)
+            k &+= 1
+          }
+          backgroundDone.leave()
+        }
+      }
       group.wait()
+      stopBackground.store(true, ordering: .relaxed)
+      backgroundDone.wait()
+      let backgroundMade = backgroundMisses ? backgroundCount.load(ordering: .relaxed) : nil
+      if let backgroundSpare {
+        cache.invalidate(address: backgroundSpare.address, length: stride * 64)
+      }
       if let message = failure.withLock({ $0 }) {
         printError("umem cache-bench: \(message)")
         throw ExitCode(1)
@@ -411,7 +452,7 @@ struct CacheBench: ParsableCommand {
         missMinusPlainMedianNanoseconds: medianPairDifference, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup,
-        plainClosedAtOnce: closePlain,
+        plainClosedAtOnce: closePlain, backgroundMisses: backgroundMade,
         missRegistrationNanoseconds: missRegistration,
         coldMissNanoseconds: (cold?.miss ?? firstMiss).map(\.nanoseconds),
         coldPlainRegisterNanoseconds: cold?.plain.map(\.nanoseconds),

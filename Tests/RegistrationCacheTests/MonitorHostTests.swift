@@ -413,4 +413,23 @@ import Verbs
     #expect(result.status == 0, "exit \(result.status) (124: hung): \(result.stderr)")
     #expect(result.stdout.contains("\"hits\":100000"))
   }
+
+  /// With a thread missing (and invalidating) beside the timed lookups:
+  /// every lookup still hits, the thread's misses are reported, and
+  /// nothing stays registered.
+  @Test(.enabled(if: MonitorHostTests.monitored)) func cacheBenchWithBackgroundMisses() throws {
+    let result = TestTools.run([
+      "timeout", "120", TestTools.executable("umem"), "cache-bench", "--registrar", "counter",
+      "--regions", "300", "--lookups", "50000", "--threads", "2", "--background-misses", "--json",
+    ])
+    #expect(result.status == 0, "exit \(result.status) (124: hung): \(result.stderr)")
+    #expect(result.stdout.contains("\"hits\":50000"))
+    struct Report: Decodable {
+      var backgroundMisses: Int?
+      var statistics: CacheStatistics
+    }
+    let report = try JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8))
+    #expect((report.backgroundMisses ?? 0) > 0)
+    #expect(report.statistics.liveRegistrations == 0)
+  }
 }
