@@ -204,34 +204,37 @@ final class CacheEntry: @unchecked Sendable {
     if isIdle { retire() }
   }
 
-  /// The cache no longer serves it; deregistered now when idle, else by
-  /// the last ``release()``. Under the cache's write lock, once, by a
-  /// caller that holds a reference.
+  /// The cache no longer serves it: deregistered by the last
+  /// ``release()``, or, when nobody holds it now (the result is true), by
+  /// the caller's ``retire()``, which the cache calls once its write lock
+  /// is released (deregistering under it would stall every lookup for the
+  /// length of an `ibv_dereg_mr`). Under the cache's write lock, once, by
+  /// a caller that holds a reference.
   ///
   /// Handles do not retain their entry (a retain and a release are two
   /// more atomic operations on every hit): while cached, the index's
   /// reference keeps it alive; from here on, its own, taken before it is
-  /// marked detached and given back by ``retire()``.
-  func detach() {
+  /// marked detached and given back by ``retire()``. Out of the index, an
+  /// idle entry gains no holds: only a release already under way can race
+  /// the caller's ``retire()``, and the first of the two to get there does
+  /// it.
+  func detach() -> Bool {
     _ = Unmanaged.passRetained(self)
     detached.store(true, ordering: .sequentiallyConsistent)
-    if isIdle {
-      retire()
-      return
-    }
+    if isIdle { return true }
     // Still held, as far as this thread can see. The owner may have given
     // back the last hold with a store not yet visible here, before it
     // could see the flag: the heavy fence makes that store visible (or
     // makes the owner see the flag and retire itself).
     let owner = self.owner.load(ordering: .relaxed)
-    guard owner != 0, owner != CTS_current() else { return }
+    guard owner != 0, owner != CTS_current() else { return false }
     CTS_heavy_fence()
-    if isIdle { retire() }
+    return isIdle
   }
 
   /// Deregisters, once, whoever gets here first, and gives back the
   /// reference ``detach()`` took. The C function is `ibv_dereg_mr`.
-  private func retire() {
+  func retire() {
     guard
       retired.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
         .exchanged

@@ -63,7 +63,7 @@ extension RegistrationCache {
     let elapsed = ContinuousClock.now - start
     let cpu = threadCPUNanoseconds() - cpuStart
     precondition(found != -1)  // keeps the loop
-    for entry in index.removeAll() { entry.detach() }
+    for entry in index.removeAll() where entry.detach() { entry.retire() }
     let (seconds, attoseconds) = elapsed.components
     let count = Double(max(lookups, 1))
     return ((Double(seconds) * 1e9 + Double(attoseconds) / 1e9) / count, cpu / count)

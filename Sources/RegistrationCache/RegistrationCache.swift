@@ -55,7 +55,9 @@ import Verbs
 /// up the same range meanwhile takes a hold and waits for that one
 /// registration, while lookups of other ranges go on (registering under
 /// the write lock would stall every lookup behind each miss, for
-/// microseconds to milliseconds). The monitor thread never takes the lock.
+/// microseconds to milliseconds). Likewise an invalidation or eviction of
+/// an idle entry deregisters it once the lock is released. The monitor
+/// thread never takes the lock.
 ///
 /// **Eviction.** Idle entries (no handle out) are evicted least recently
 /// used first when a miss would exceed ``CacheLimits/maxEntries``,
@@ -88,6 +90,9 @@ public final class RegistrationCache: @unchecked Sendable {
   private let pageSize: Int
   private let enforcedByKernel: Bool
   private var closed = false
+  /// Entries detached idle under the write lock, deregistered as soon as
+  /// it is released (``withWriteLock(_:)``); only its holder touches it.
+  private var retireAfterUnlock: [CacheEntry] = []
   /// `RLIMIT_MEMLOCK`'s soft limit when last read, UInt64.max when
   /// unlimited (under the write lock; nil until the first read).
   private var memoryLockSoftLimit: UInt64?
@@ -138,7 +143,7 @@ public final class RegistrationCache: @unchecked Sendable {
     // Handles do not retain their entries: those still held must outlive
     // the index (detach() keeps them until their last release), and idle
     // ones are deregistered now.
-    for entry in index.removeAll() { entry.detach() }
+    for entry in index.removeAll() where entry.detach() { entry.retire() }
   }
 
   /// Stops watching (the process's monitor stops with its last cache) and
@@ -146,7 +151,7 @@ public final class RegistrationCache: @unchecked Sendable {
   /// deregistered when their last handle goes). Lookups afterwards still
   /// register, but nothing is cached any more (nothing would watch it).
   public func close() {
-    lock.withWriteLock {
+    withWriteLock {
       closed = true
       subscription?.end()
       dropAll(cause: .explicit)
@@ -238,7 +243,7 @@ public final class RegistrationCache: @unchecked Sendable {
     }
     let end = address + UInt64(length)  // checked just above
     if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
-      lock.withWriteLock { applyPendingInvalidations() }
+      withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)
     // The index's generation matters only to a miss: read it only then.
@@ -291,7 +296,7 @@ public final class RegistrationCache: @unchecked Sendable {
     -> (tick: Int, found: Unmanaged<CacheEntry>?, searched: Int?)
   {
     if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
-      lock.withWriteLock { applyPendingInvalidations() }
+      withWriteLock { applyPendingInvalidations() }
     }
     let tick = counters.misses.load(ordering: .relaxed)
     return lock.withReadLock {
@@ -333,7 +338,7 @@ public final class RegistrationCache: @unchecked Sendable {
     if let subscription {
       for _ in 0..<2000 where !subscription.hasPending { usleep(10) }
     }
-    lock.withWriteLock {
+    withWriteLock {
       applyPendingInvalidations()
       if !entry.isDetached { drop(entry, cause: .staleFrames) }
     }
@@ -350,7 +355,7 @@ public final class RegistrationCache: @unchecked Sendable {
     // Saturating: a range past the top of the address space is cut there.
     let (sum, overflow) = address.addingReportingOverflow(UInt64(length))
     let end = overflow ? UInt64.max : sum
-    lock.withWriteLock {
+    withWriteLock {
       applyPendingInvalidations()
       invalidate(start: address, end: end, cause: .explicit)
     }
@@ -373,6 +378,25 @@ public final class RegistrationCache: @unchecked Sendable {
   }
 
   // MARK: - Under the write lock
+
+  /// `body` under the write lock; then, with the lock released,
+  /// deregisters the entries it detached idle (``CacheEntry/detach()``),
+  /// so that an `ibv_dereg_mr` never holds up other threads' lookups.
+  @inline(__always)
+  private func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    var retiring: [CacheEntry] = []
+    defer { for entry in retiring { entry.retire() } }
+    return try lock.withWriteLock { () throws(E) -> R in
+      defer { if !retireAfterUnlock.isEmpty { swap(&retiring, &retireAfterUnlock) } }
+      return try body()
+    }
+  }
+
+  /// Detaches `entry` (out of the index already, or never in it); when
+  /// nobody holds it, it is deregistered once the write lock is released.
+  private func detachUnderLock(_ entry: CacheEntry) {
+    if entry.detach() { retireAfterUnlock.append(entry) }
+  }
 
   /// What a miss found under the write lock: an entry after all (another
   /// thread's, possibly still pending), or a pending entry of its own to
@@ -397,7 +421,7 @@ public final class RegistrationCache: @unchecked Sendable {
     start: UInt64, end: UInt64, access: MemoryAccess, tick: Int, searched: Int?,
     merging: Bool = true
   ) throws(VerbsError) -> MissOutcome {
-    try lock.withWriteLock { () throws(VerbsError) -> MissOutcome in
+    try withWriteLock { () throws(VerbsError) -> MissOutcome in
       applyPendingInvalidations()
       // Another thread may have registered it while this one waited (the
       // index changed since the search), or the monitor's news dropped it.
@@ -493,7 +517,7 @@ public final class RegistrationCache: @unchecked Sendable {
       let retry =
         pending.merged && error.code != .memoryLockLimit && error.code != .resourceExhausted
         && (fallback.start != entry.start || fallback.end != entry.end)
-      lock.withWriteLock { withdraw(entry, merged: pending.merged, failed: !retry) }
+      withWriteLock { withdraw(entry, merged: pending.merged, failed: !retry) }
       // The miss's own hold; the last one retires the entry (nothing to
       // deregister).
       entry.release()
@@ -526,7 +550,7 @@ public final class RegistrationCache: @unchecked Sendable {
     }
     counters.cachedEntries.addUnderWriteLock(-1)
     counters.cachedBytes.addUnderWriteLock(-entry.length)
-    entry.detach()
+    detachUnderLock(entry)
   }
 
   /// Under the write lock: registers a range the monitor cannot watch and
@@ -549,7 +573,7 @@ public final class RegistrationCache: @unchecked Sendable {
       start: start, length: length, access: access, registered: registered, frames: frames,
       counters: counters)
     entry.acquire(at: tick, claiming: false)
-    entry.detach()
+    detachUnderLock(entry)
     return Unmanaged.passUnretained(entry)
   }
 
@@ -661,6 +685,10 @@ public final class RegistrationCache: @unchecked Sendable {
       guard error.code == .memoryLockLimit || error.code == .resourceExhausted,
         evictIdle(bytes: Int.max, entries: Int.max) > 0
       else { throw error }
+      // The retry needs the evicted pages unpinned now, not after the
+      // lock is released (a rare path: an uncached range at the limit).
+      for entry in retireAfterUnlock { entry.retire() }
+      retireAfterUnlock.removeAll()
       counters.retriesAfterNoMemory.addUnderWriteLock(1)
       return try registrar.register(start, length, access)
     }
@@ -674,7 +702,7 @@ public final class RegistrationCache: @unchecked Sendable {
       return try registrar.register(start, length, access)
     } catch {
       guard error.code == .memoryLockLimit || error.code == .resourceExhausted else { throw error }
-      let evicted = lock.withWriteLock { () -> Int in
+      let evicted = withWriteLock { () -> Int in
         applyPendingInvalidations()
         let evicted = evictIdle(bytes: Int.max, entries: Int.max)
         if evicted > 0 { counters.retriesAfterNoMemory.addUnderWriteLock(1) }
@@ -754,7 +782,7 @@ public final class RegistrationCache: @unchecked Sendable {
       index.remove(position..<(position + 1))
       counters.cachedEntries.addUnderWriteLock(-1)
       counters.cachedBytes.addUnderWriteLock(-entry.length)
-      entry.detach()
+      detachUnderLock(entry)
       counters.evictions.addUnderWriteLock(1)
       freedBytes += entry.length
       evicted += 1
@@ -810,7 +838,7 @@ public final class RegistrationCache: @unchecked Sendable {
     counters.cachedEntries.addUnderWriteLock(-1)
     counters.cachedBytes.addUnderWriteLock(-entry.length)
     counters.invalidated(cause)
-    entry.detach()
+    detachUnderLock(entry)
   }
 
   // MARK: - For tests
@@ -824,7 +852,7 @@ public final class RegistrationCache: @unchecked Sendable {
   /// `body` on the cached entry covering the page at `address`, under the
   /// write lock (the read side would count as a lookup); nil when none does.
   func withEntryForTesting<R>(covering address: UInt64, _ body: (CacheEntry) -> R) -> R? {
-    lock.withWriteLock {
+    withWriteLock {
       index.covering(start: address, end: address + 1).map { body($0.takeUnretainedValue()) }
     }
   }

@@ -11,7 +11,8 @@ import Verbs
 
 /// A miss registers after releasing the cache's write lock: its entry waits
 /// in the index as pending. These tests hold one registration inside the
-/// registrar (a gate) and check what other threads see meanwhile.
+/// registrar (a gate) and check what other threads see meanwhile; the last
+/// checks that deregistrations, too, run with the lock released.
 @Suite struct PendingRegistrationTests {
   /// A registrar that counts like ``CountingRegistrar`` but holds the
   /// first registration of `gated` until ``open(failing:)``, which can make
@@ -195,6 +196,43 @@ import Verbs
     kept.handle.withLock { $0?.release() }
     #expect(cache.statistics.liveRegistrations == 0)
     #expect(gate.deregistrations.load(ordering: .relaxed) == 2)
+  }
+
+  final class CacheBox: Sendable {
+    let cache = Mutex<RegistrationCache?>(nil)
+    let lookupsDuringDeregistration = Mutex<[Bool]>([])
+  }
+
+  /// Invalidating or evicting an idle entry deregisters it once the write
+  /// lock is released: another thread's lookup made from inside the
+  /// deregistration finishes (under the lock it would wait for it).
+  @Test func deregistrationsRunWithTheLockReleased() throws {
+    let box = CacheBox()
+    let other: UInt64 = 0x7300_0000
+    let counting = CountingRegistrar()
+    let registrar = Registrar(
+      register: counting.registrar.register,
+      deregistered: { _ in
+        guard let cache = box.cache.withLock({ $0 }) else { return }
+        let done = Background { () -> Bool in
+          (try? cache.lookup(address: other, length: page).release()) != nil
+        }
+        let finished = done.wait(seconds: 3) ?? false
+        box.lookupsDuringDeregistration.withLock { $0.append(finished) }
+      })
+    let cache = RegistrationCache(
+      registrar: registrar, limits: CacheLimits(maxEntries: 2), monitor: .explicitOnly)
+    box.cache.withLock { $0 = cache }
+    try cache.lookup(address: other, length: page).release()
+    try cache.lookup(address: gatedAddress, length: page).release()
+    cache.invalidate(address: gatedAddress, length: page)  // one deregistration
+    try cache.lookup(address: gatedAddress, length: page).release()
+    try cache.lookup(address: other, length: page).release()  // `other` is now newest
+    try cache.lookup(address: 0x7400_0000, length: page).release()  // evicts gatedAddress
+    box.cache.withLock { $0 = nil }
+    #expect(box.lookupsDuringDeregistration.withLock { $0 } == [true, true])
+    let s = cache.statistics
+    #expect(s.evictions == 1 && s.invalidations[.explicit] == 1 && s.deregistrations == 2)
   }
 
   @Test func closingWhileRegisteringDeregistersWhenTheHolderReleases() throws {
