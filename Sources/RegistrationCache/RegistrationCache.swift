@@ -242,15 +242,7 @@ public final class RegistrationCache: @unchecked Sendable {
           + "is empty or runs past the top of the address space", checkedBeforeCall: true)
     }
     let end = address + UInt64(length)  // checked just above
-    if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
-      withWriteLock { applyPendingInvalidations() }
-    }
-    let tick = counters.misses.load(ordering: .relaxed)
-    // The index's generation matters only to a miss: read it only then.
-    let (found, searched): (Unmanaged<CacheEntry>?, Int?) = lock.withReadLock {
-      if let held = hit(start: address, end: end, access: access, tick: tick) { return (held, nil) }
-      return (nil, index.generation)
-    }
+    let (tick, found, searched) = search(address: address, end: end, access: access)
     // The hit path ends here, unless another thread's miss is still
     // registering the entry or hits check frames.
     if let held = found, frameCheck == nil, held._withUnsafeGuaranteedRef({ $0.isReady }) {
@@ -277,22 +269,26 @@ public final class RegistrationCache: @unchecked Sendable {
           guard let frameCheck else { return held }
           if passesFrameCheck(held, frameCheck) { return held }
         } else {
-          (tick, found, searched) = searchAgain(address: address, end: end, access: access)
+          (tick, found, searched) = search(address: address, end: end, access: access)
           continue
         }
       }
       switch try miss(start: address, end: end, access: access, tick: tick, searched: searched) {
       case .found(let held):
         if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) { return held }
-        (tick, found, searched) = searchAgain(address: address, end: end, access: access)
+        (tick, found, searched) = search(address: address, end: end, access: access)
       case .registering(let pending):
         return try complete(pending, tick: tick)
       }
     }
   }
 
-  /// A lookup's search again, after a registration it waited for failed.
-  private func searchAgain(address: UInt64, end: UInt64, access: MemoryAccess)
+  /// A lookup's search: what the monitor queued applied first, then the
+  /// covering entry held under the read lock. The index's generation
+  /// matters only to a miss: read only when nothing was found. Again after
+  /// a registration the lookup waited for failed.
+  @inline(__always)
+  private func search(address: UInt64, end: UInt64, access: MemoryAccess)
     -> (tick: Int, found: Unmanaged<CacheEntry>?, searched: Int?)
   {
     if let pendingCheck, pendingCheck._withUnsafeGuaranteedRef({ $0.hasPending }) {
@@ -506,8 +502,15 @@ public final class RegistrationCache: @unchecked Sendable {
   {
     let entry = pending.entry
     do {
-      let registered = try registerRetryingOnNoMemoryUnlocked(
-        start: entry.start, length: entry.length, access: entry.access)
+      let registered = try registerRetryingOnNoMemory(
+        start: entry.start, length: entry.length, access: entry.access,
+        evictIdleNow: {
+          // The evicted are deregistered as the lock is released.
+          withWriteLock { () -> Int in
+            applyPendingInvalidations()
+            return evictAllIdleForRetry()
+          }
+        })
       entry.publish(
         registered,
         frames: frameCheck?.frames(start: entry.start, length: entry.length, pageSize: pageSize))
@@ -561,7 +564,9 @@ public final class RegistrationCache: @unchecked Sendable {
   {
     let registered: RegisteredMemory
     do {
-      registered = try registerRetryingOnNoMemory(start: start, length: length, access: access)
+      registered = try registerRetryingOnNoMemory(
+        start: start, length: length, access: access,
+        evictIdleNow: { evictAllIdleForRetry(deregisteringNow: true) })
     } catch {
       counters.registrationFailures.addUnderWriteLock(1)
       throw error
@@ -675,42 +680,36 @@ public final class RegistrationCache: @unchecked Sendable {
     watchedRanges.insert(start: union.start, end: union.end, value: ())
   }
 
+  /// One registration, and on ENOMEM (memlock or resources) one retry
+  /// after `evictIdleNow` evicted every idle entry, their pages unpinned by
+  /// the time it returns; it returns how many it evicted (none: the error
+  /// is thrown).
   @inline(__always)
-  private func registerRetryingOnNoMemory(start: UInt64, length: Int, access: MemoryAccess)
-    throws(VerbsError) -> RegisteredMemory
-  {
+  private func registerRetryingOnNoMemory(
+    start: UInt64, length: Int, access: MemoryAccess, evictIdleNow: () -> Int
+  ) throws(VerbsError) -> RegisteredMemory {
     do {
       return try registrar.register(start, length, access)
     } catch {
       guard error.code == .memoryLockLimit || error.code == .resourceExhausted,
-        evictIdle(bytes: Int.max, entries: Int.max) > 0
+        evictIdleNow() > 0
       else { throw error }
-      // The retry needs the evicted pages unpinned now, not after the
-      // lock is released (a rare path: an uncached range at the limit).
-      for entry in retireAfterUnlock { entry.retire() }
-      retireAfterUnlock.removeAll()
-      counters.retriesAfterNoMemory.addUnderWriteLock(1)
       return try registrar.register(start, length, access)
     }
   }
 
-  /// The same, outside the lock: the eviction takes the write lock.
-  private func registerRetryingOnNoMemoryUnlocked(start: UInt64, length: Int, access: MemoryAccess)
-    throws(VerbsError) -> RegisteredMemory
-  {
-    do {
-      return try registrar.register(start, length, access)
-    } catch {
-      guard error.code == .memoryLockLimit || error.code == .resourceExhausted else { throw error }
-      let evicted = withWriteLock { () -> Int in
-        applyPendingInvalidations()
-        let evicted = evictIdle(bytes: Int.max, entries: Int.max)
-        if evicted > 0 { counters.retriesAfterNoMemory.addUnderWriteLock(1) }
-        return evicted
-      }
-      guard evicted > 0 else { throw error }
-      return try registrar.register(start, length, access)
+  /// Under the write lock: evicts every idle entry for an ENOMEM retry
+  /// and counts the retry. `deregisteringNow` for a retry under the lock,
+  /// which needs the pages unpinned before the lock is released (a rare
+  /// path: an uncached range at the limit).
+  private func evictAllIdleForRetry(deregisteringNow: Bool = false) -> Int {
+    let evicted = evictIdle(bytes: Int.max, entries: Int.max)
+    if deregisteringNow {
+      for entry in retireAfterUnlock { entry.retire() }
+      retireAfterUnlock.removeAll()
     }
+    if evicted > 0 { counters.retriesAfterNoMemory.addUnderWriteLock(1) }
+    return evicted
   }
 
   /// Evicts idle entries, least recently used first, until one more entry

@@ -114,10 +114,27 @@ import Verbs
 
   let gatedAddress: UInt64 = 0x7000_0000
 
-  @Test func lookupsOfOtherRangesGoOnWhileOneRegisters() throws {
+  /// A cache (explicit invalidation) over a registrar gating `gatedAddress`.
+  func gatedCache() -> (GatedRegistrar, RegistrationCache) {
     let gate = GatedRegistrar(gated: gatedAddress)
-    let cache = RegistrationCache(
-      registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    return (
+      gate,
+      RegistrationCache(registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    )
+  }
+
+  /// A lookup of the gated range, held in the registrar (checked), and a
+  /// second lookup of it started after that.
+  func twoLookupsOfTheGatedRange(_ gate: GatedRegistrar, _ cache: RegistrationCache)
+    -> (first: Background<Outcome>, second: Background<Outcome>)
+  {
+    let first = Background { Self.lookUp(cache, self.gatedAddress) }
+    #expect(gate.waitUntilHeld())
+    return (first, Background { Self.lookUp(cache, self.gatedAddress) })
+  }
+
+  @Test func lookupsOfOtherRangesGoOnWhileOneRegisters() throws {
+    let (gate, cache) = gatedCache()
     let cached: UInt64 = 0x7100_0000
     try cache.lookup(address: cached, length: page).release()
     let slow = Background { Self.lookUp(cache, self.gatedAddress) }
@@ -136,12 +153,8 @@ import Verbs
   }
 
   @Test func aSecondLookupOfTheSameRangeWaitsForTheOneRegistration() throws {
-    let gate = GatedRegistrar(gated: gatedAddress)
-    let cache = RegistrationCache(
-      registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
-    let first = Background { Self.lookUp(cache, self.gatedAddress) }
-    #expect(gate.waitUntilHeld())
-    let second = Background { Self.lookUp(cache, self.gatedAddress) }
+    let (gate, cache) = gatedCache()
+    let (first, second) = twoLookupsOfTheGatedRange(gate, cache)
     #expect(second.wait(seconds: 1) == nil)  // waiting, not registering again
     gate.open()
     #expect(first.wait() == .handle(lkey: 1, cached: true))
@@ -152,12 +165,8 @@ import Verbs
   }
 
   @Test func aWaiterLooksUpAgainWhenTheRegistrationFails() throws {
-    let gate = GatedRegistrar(gated: gatedAddress)
-    let cache = RegistrationCache(
-      registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
-    let first = Background { Self.lookUp(cache, self.gatedAddress) }
-    #expect(gate.waitUntilHeld())
-    let second = Background { Self.lookUp(cache, self.gatedAddress) }
+    let (gate, cache) = gatedCache()
+    let (first, second) = twoLookupsOfTheGatedRange(gate, cache)
     #expect(second.wait(seconds: 1) == nil)
     gate.open(failing: true)
     // The first gets its error; the second registers for itself.
@@ -172,9 +181,7 @@ import Verbs
   }
 
   @Test func anInvalidationWhileRegisteringLeavesTheHolderAValidRegistration() throws {
-    let gate = GatedRegistrar(gated: gatedAddress)
-    let cache = RegistrationCache(
-      registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    let (gate, cache) = gatedCache()
     let kept = Kept()
     let holder = Background { () -> Outcome in Self.lookUp(cache, self.gatedAddress, keep: kept) }
     #expect(gate.waitUntilHeld())
@@ -236,9 +243,7 @@ import Verbs
   }
 
   @Test func closingWhileRegisteringDeregistersWhenTheHolderReleases() throws {
-    let gate = GatedRegistrar(gated: gatedAddress)
-    let cache = RegistrationCache(
-      registrar: gate.registrar, limits: CacheLimits(), monitor: .explicitOnly)
+    let (gate, cache) = gatedCache()
     let holder = Background { () -> Outcome in Self.lookUp(cache, self.gatedAddress) }
     #expect(gate.waitUntilHeld())
     cache.close()
