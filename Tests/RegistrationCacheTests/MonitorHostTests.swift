@@ -244,6 +244,51 @@ import Verbs
     unmap(reserved, 4 * block)
   }
 
+  /// A 1 MiB miss watches ahead: the window is 16 times its size rounded
+  /// up to a power of two (16 MiB here), so its 15 neighbours of the same
+  /// size cost no `UFFDIO_REGISTER` (a 2 MiB window made every other one
+  /// pay a call).
+  @Test(.enabled(if: monitored)) func largeBuffersWatchAheadForTheirNeighbours() throws {
+    let (cache, counting) = countingCache(
+      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
+    let window = 16 << 20
+    let reserved = mapAnonymous(2 * window)
+    let base = (reserved + UInt64(window) - 1) & ~UInt64(window - 1)
+    let monitor = try #require(cache.subscription?.monitor)
+    let calls = monitor.watchCalls.load(ordering: .relaxed)
+    for i in 0..<16 {
+      let handle = try cache.lookup(address: base + UInt64(i << 20), length: 1 << 20)
+      #expect(handle.isCached)
+      handle.release()
+    }
+    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 1)
+    #expect(counting.count == 16)
+    unmap(reserved, 2 * window)
+  }
+
+  /// Two watched blocks side by side count as one watched range: a buffer
+  /// across their boundary costs no further call.
+  @Test(.enabled(if: monitored)) func aBufferAcrossTwoWatchedBlocksIsWatchedAlready() throws {
+    let (cache, counting) = countingCache(
+      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
+    let block = 2 << 20
+    let reserved = mapAnonymous(4 * block)
+    let boundary = (reserved + UInt64(block) - 1) & ~UInt64(block - 1) + UInt64(block)
+    let monitor = try #require(cache.subscription?.monitor)
+    let calls = monitor.watchCalls.load(ordering: .relaxed)
+    for address in [boundary - UInt64(page), boundary] {
+      let handle = try cache.lookup(address: address, length: page)
+      handle.release()
+    }
+    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 2)
+    let across = try cache.lookup(address: boundary - UInt64(page), length: 2 * page)
+    #expect(across.isCached)
+    across.release()
+    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 2, "watched again")
+    #expect(counting.count == 3)
+    unmap(reserved, 4 * block)
+  }
+
   /// Watching never splits a transparent huge page: a watch that ends
   /// inside one splits the VMA there, and the kernel maps the huge page
   /// as 512 small ones from then on (the application loses it, and under
