@@ -1,6 +1,6 @@
 /// How far a range can grow on one side when growing it is all-or-nothing
 /// beyond some point: `accepts(k)` (grow by k pages) is true up to an
-/// unknown largest k and false after it, as `mincore` over mapped pages
+/// unknown largest k and false after it, as `msync(MS_ASYNC)` over mapped pages
 /// and `UFFDIO_REGISTER` over watchable ones are. Used by the cache to
 /// find the stretch around a miss that can be watched as one.
 ///
