@@ -24,6 +24,9 @@ final class CacheCounters: Sendable {
   let uncachedRegistrations = Atomic<Int>(0)
   let mergedRegistrations = Atomic<Int>(0)
   let frameChecks = Atomic<Int>(0)
+  /// Searches a lookup made again after a registration it waited for
+  /// failed (so that such a lookup counts once).
+  let retriedSearches = Atomic<Int>(0)
   let liveRegistrations = Atomic<Int>(0)
   let liveBytes = Atomic<Int>(0)
   let cachedEntries = Atomic<Int>(0)

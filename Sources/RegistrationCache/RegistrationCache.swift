@@ -164,7 +164,9 @@ public final class RegistrationCache: @unchecked Sendable {
   public var statistics: CacheStatistics {
     var s = CacheStatistics()
     let c = counters
-    s.lookups = lock.readSections
+    // A read section per search; a lookup searches again only after a
+    // registration it waited for failed.
+    s.lookups = lock.readSections - c.retriedSearches.load(ordering: .relaxed)
     s.misses = c.misses.load(ordering: .relaxed)
     s.hits = s.lookups - s.misses
     s.registrations = c.registrations.load(ordering: .relaxed)
@@ -271,18 +273,28 @@ public final class RegistrationCache: @unchecked Sendable {
           guard let frameCheck else { return held }
           if passesFrameCheck(held, frameCheck) { return held }
         } else {
-          (tick, found, searched) = search(address: address, end: end, access: access)
+          (tick, found, searched) = searchAgain(address: address, end: end, access: access)
           continue
         }
       }
       switch try miss(start: address, end: end, access: access, tick: tick, searched: searched) {
       case .found(let held):
         if held._withUnsafeGuaranteedRef({ $0.isReady }) || settled(held) { return held }
-        (tick, found, searched) = search(address: address, end: end, access: access)
+        (tick, found, searched) = searchAgain(address: address, end: end, access: access)
       case .registering(let pending):
         return try complete(pending, tick: tick)
       }
     }
+  }
+
+  /// The same lookup's search once more, after a registration it waited
+  /// for failed: counted, so that the statistics count it as one lookup
+  /// (``statistics`` takes the retries from the read sections).
+  private func searchAgain(address: UInt64, end: UInt64, access: MemoryAccess)
+    -> (tick: Int, found: Unmanaged<CacheEntry>?, searched: Int?)
+  {
+    counters.retriedSearches.add(1, ordering: .relaxed)
+    return search(address: address, end: end, access: access)
   }
 
   /// A lookup's search: what the monitor queued applied first, then the

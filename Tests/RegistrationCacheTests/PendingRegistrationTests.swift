@@ -174,6 +174,9 @@ import Verbs
     #expect(second.wait() == .handle(lkey: 2, cached: true))
     let s = cache.statistics
     #expect(s.registrationFailures == 1 && s.registrations == 1 && s.misses == 2)
+    // Two lookups, both missed: the second's search after the failure is
+    // not a lookup of its own (it counted as one more, a hit, before).
+    #expect(s.lookups == 2 && s.hits == 0)
     #expect(s.entries == 1 && s.cachedBytes == page && s.liveRegistrations == 1)
     #expect(cache.cachedRangesForTesting().map(\.start) == [gatedAddress])
     // The failed entry deregistered nothing.
