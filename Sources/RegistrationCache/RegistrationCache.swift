@@ -617,7 +617,7 @@ public final class RegistrationCache: @unchecked Sendable {
   /// in it, such as a device's queues mapped next to the buffers, or
   /// another userfaultfd's range), it watches the range itself and then
   /// widens that as far as the kernel accepts on each side: one call on a
-  /// side whose next page is refused, else a bisection (about 10 calls;
+  /// side whose next page is refused, else a bisection (9-18 calls;
   /// once per stretch: without it every neighbour's miss paid the refused
   /// calls again). A range that
   /// cannot be watched at all (a file mapping; EBUSY) costs two calls.
@@ -662,7 +662,7 @@ public final class RegistrationCache: @unchecked Sendable {
     let right = largestAcceptedExtent(upTo: Int((stretch.end - end) / page)) { pages in
       monitor.watch(start: end, length: UInt64(pages) * page) == nil
     }
-    // Both within the 2 MiB blocks around the range.
+    // Both within the blocks around the range.
     rememberWatched(start - UInt64(left) * page, end + UInt64(right) * page)
     return true
   }

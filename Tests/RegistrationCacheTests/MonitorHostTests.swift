@@ -222,26 +222,15 @@ import Verbs
   /// buffers in them (it used to watch such a buffer alone, one call per
   /// miss for 1 MiB buffers).
   @Test(.enabled(if: monitored)) func aBufferAcrossABlockBoundaryIsWatchedInWholeBlocks() throws {
-    let (cache, counting) = countingCache(
-      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
     let block = 2 << 20
-    let reserved = mapAnonymous(4 * block)
-    let base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)  // 3 whole blocks follow
-    let monitor = try #require(cache.subscription?.monitor)
-    let calls = monitor.watchCalls.load(ordering: .relaxed)
+    let blocks = try WatchedBlocks(3, of: block)
+    defer { blocks.unmap() }
     // 1 MiB from the middle of the first block to the middle of the second.
-    let across = try cache.lookup(address: base + UInt64(block / 2), length: block / 2 + block / 4)
-    #expect(across.isCached)
-    across.release()
-    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 1)
-    for offset in [0, block / 4, block + block / 2] {
-      let next = try cache.lookup(address: base + UInt64(offset), length: block / 4)
-      #expect(next.isCached)
-      next.release()
-    }
-    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 1, "neighbours called again")
-    #expect(counting.count == 4)
-    unmap(reserved, 4 * block)
+    try blocks.lookUp(block / 2, length: block / 2 + block / 4)
+    #expect(blocks.calls == 1)
+    for offset in [0, block / 4, block + block / 2] { try blocks.lookUp(offset, length: block / 4) }
+    #expect(blocks.calls == 1, "neighbours called again")
+    #expect(blocks.counting.count == 4)
   }
 
   /// A 1 MiB miss watches ahead: the window is 16 times its size rounded
@@ -249,44 +238,24 @@ import Verbs
   /// size cost no `UFFDIO_REGISTER` (a 2 MiB window made every other one
   /// pay a call).
   @Test(.enabled(if: monitored)) func largeBuffersWatchAheadForTheirNeighbours() throws {
-    let (cache, counting) = countingCache(
-      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
-    let window = 16 << 20
-    let reserved = mapAnonymous(2 * window)
-    let base = (reserved + UInt64(window) - 1) & ~UInt64(window - 1)
-    let monitor = try #require(cache.subscription?.monitor)
-    let calls = monitor.watchCalls.load(ordering: .relaxed)
-    for i in 0..<16 {
-      let handle = try cache.lookup(address: base + UInt64(i << 20), length: 1 << 20)
-      #expect(handle.isCached)
-      handle.release()
-    }
-    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 1)
-    #expect(counting.count == 16)
-    unmap(reserved, 2 * window)
+    let blocks = try WatchedBlocks(1, of: 16 << 20)
+    defer { blocks.unmap() }
+    for i in 0..<16 { try blocks.lookUp(i << 20, length: 1 << 20) }
+    #expect(blocks.calls == 1)
+    #expect(blocks.counting.count == 16)
   }
 
   /// Two watched blocks side by side count as one watched range: a buffer
   /// across their boundary costs no further call.
   @Test(.enabled(if: monitored)) func aBufferAcrossTwoWatchedBlocksIsWatchedAlready() throws {
-    let (cache, counting) = countingCache(
-      limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
     let block = 2 << 20
-    let reserved = mapAnonymous(4 * block)
-    let boundary = (reserved + UInt64(block) - 1) & ~UInt64(block - 1) + UInt64(block)
-    let monitor = try #require(cache.subscription?.monitor)
-    let calls = monitor.watchCalls.load(ordering: .relaxed)
-    for address in [boundary - UInt64(page), boundary] {
-      let handle = try cache.lookup(address: address, length: page)
-      handle.release()
-    }
-    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 2)
-    let across = try cache.lookup(address: boundary - UInt64(page), length: 2 * page)
-    #expect(across.isCached)
-    across.release()
-    #expect(monitor.watchCalls.load(ordering: .relaxed) - calls == 2, "watched again")
-    #expect(counting.count == 3)
-    unmap(reserved, 4 * block)
+    let blocks = try WatchedBlocks(3, of: block)
+    defer { blocks.unmap() }
+    for offset in [block - page, block] { try blocks.lookUp(offset, length: page) }
+    #expect(blocks.calls == 2)
+    try blocks.lookUp(block - page, length: 2 * page)
+    #expect(blocks.calls == 2, "watched again")
+    #expect(blocks.counting.count == 3)
   }
 
   /// Watching never splits a transparent huge page: a watch that ends
@@ -351,6 +320,41 @@ import Verbs
     guard case .success(let mode) = TextFile.read(path) else { return false }
     return mode.contains("[always]") || mode.contains("[madvise]")
   }()
+
+  /// For the tests that count watches: a cache with the monitor and a
+  /// counting registrar, `count` whole `block`-aligned blocks of mapped
+  /// memory from `base`, and the `UFFDIO_REGISTER` calls made since.
+  struct WatchedBlocks {
+    let cache: RegistrationCache
+    let counting: CountingRegistrar
+    let monitor: UserfaultMonitor
+    let reserved: UInt64
+    let length: Int
+    let base: UInt64
+    let before: Int
+
+    init(_ count: Int, of block: Int) throws {
+      (cache, counting) = countingCache(
+        limits: CacheLimits(maxEntries: 1000), monitor: .userfaultfd)
+      monitor = try #require(cache.subscription?.monitor)
+      length = (count + 1) * block  // room to align
+      reserved = mapAnonymous(length)
+      base = (reserved + UInt64(block) - 1) & ~UInt64(block - 1)
+      before = monitor.watchCalls.load(ordering: .relaxed)
+    }
+
+    var calls: Int { monitor.watchCalls.load(ordering: .relaxed) - before }
+
+    /// Looks up `length` bytes at `offset` from `base`, expects the
+    /// registration cached, and releases it.
+    func lookUp(_ offset: Int, length: Int) throws {
+      let handle = try cache.lookup(address: base + UInt64(offset), length: length)
+      #expect(handle.isCached)
+      handle.release()
+    }
+
+    func unmap() { RegistrationCacheTests.unmap(reserved, length) }
+  }
 
   /// Four MiB of anonymous memory (to unmap at `reserved`) and in it a
   /// 2 MiB-aligned block whose first `pages` pages are a shared mapping
