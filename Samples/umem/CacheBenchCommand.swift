@@ -43,7 +43,7 @@ struct CacheBench: ParsableCommand {
   var handle: HandleKind = .lease
   @Flag(
     help:
-      "Also time each ibv_reg_mr inside the cache's misses (two more clock reads per miss), to split a miss into the registration and the cache's own work."
+      "Also time each ibv_reg_mr inside the cache's misses (two more clock reads per miss), to split a miss into the registration and the cache's own work: the mean of each, and the median of each miss's own part against the median plain registration."
   )
   var splitMiss = false
   @Flag(
@@ -158,6 +158,16 @@ struct CacheBench: ParsableCommand {
     /// With --split-miss: mean time inside ibv_reg_mr per registration the
     /// fill's misses made; the rest of missNanoseconds is the cache's.
     var missRegistrationNanoseconds: Double?
+    /// With --split-miss: the median over the fill's misses of each miss
+    /// minus the `ibv_reg_mr` inside it: the cache's own work per miss
+    /// (with one of the two extra clock reads), free of the registration's
+    /// own spread, which the pairs' figures carry.
+    var missOwnMedianNanoseconds: Double?
+    /// With --split-miss: the median of the paired plain registrations.
+    var plainRegisterMedianNanoseconds: Double?
+    /// With --split-miss: 1 + missOwnMedian / plainRegisterMedian, the
+    /// miss/plain ratio a registration of the median cost would show.
+    var missOwnOverPlainMedian: Double?
     /// The process's first miss and first plain registration (the first
     /// warm-up pair; with `--warmup 0`, the fill's first miss alone).
     var coldMissNanoseconds: Double?
@@ -261,6 +271,10 @@ struct CacheBench: ParsableCommand {
       var missTotal = Duration.zero
       var pairRatios: [Double] = []
       var pairDifferences: [Double] = []
+      var plainTimes: [Double] = []
+      // With --split-miss: each miss less the registration inside it.
+      var ownParts: [Double] = []
+      if timer != nil { ownParts.reserveCapacity(regions) }
       var firstMiss: Duration?
       var plainHeld: [SharedMemoryRegion] = []
       // The plain registrations get buffers of their own (one mapping
@@ -294,6 +308,7 @@ struct CacheBench: ParsableCommand {
         var plainRun: (Duration, SharedMemoryRegion)?
         if let pd, paired, plainFirst { plainRun = try plainRegistration(k, pd) }
         // The same kind of hold the timed lookups take.
+        let registeringBefore = timer?.nanoseconds.load(ordering: .relaxed)
         let start = ContinuousClock.now
         switch handleKind {
         case .lease: try cache.lease(address: address, length: bytes, access: access).release()
@@ -301,6 +316,11 @@ struct CacheBench: ParsableCommand {
         }
         let took = ContinuousClock.now - start
         if i == 0 { firstMiss = took }
+        if let timer, let registeringBefore {
+          // Nanosecond sums of this process's registrations: no overflow.
+          let inner = timer.nanoseconds.load(ordering: .relaxed) - registeringBefore
+          ownParts.append(took.nanoseconds - Double(inner))
+        }
         if let pd, paired, !plainFirst { plainRun = try plainRegistration(k, pd) }
         missTotal += took
         if let (plainTook, region) = plainRun {
@@ -309,6 +329,7 @@ struct CacheBench: ParsableCommand {
           pairedMissTotal += took
           if plainTook > .zero { pairRatios.append(took.nanoseconds / plainTook.nanoseconds) }
           pairDifferences.append(took.nanoseconds - plainTook.nanoseconds)
+          plainTimes.append(plainTook.nanoseconds)
         }
       }
       for region in plainHeld { try region.close() }
@@ -326,6 +347,9 @@ struct CacheBench: ParsableCommand {
       let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
       let medianPairDifference =
         pairDifferences.isEmpty ? nil : pairDifferences.sorted()[pairDifferences.count / 2]
+      let ownMedian = ownParts.isEmpty ? nil : ownParts.sorted()[ownParts.count / 2]
+      let plainMedian =
+        timer == nil || plainTimes.isEmpty ? nil : plainTimes.sorted()[plainTimes.count / 2]
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
       // On the plain buffers (the cache's are pinned by its own entries).
@@ -460,6 +484,9 @@ struct CacheBench: ParsableCommand {
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup,
         plainClosedAtOnce: closePlain, backgroundMisses: backgroundMade,
         missRegistrationNanoseconds: missRegistration,
+        missOwnMedianNanoseconds: ownMedian,
+        plainRegisterMedianNanoseconds: plainMedian,
+        missOwnOverPlainMedian: ownMedian.flatMap { own in plainMedian.map { 1 + own / $0 } },
         coldMissNanoseconds: (cold?.miss ?? firstMiss).map(\.nanoseconds),
         coldPlainRegisterNanoseconds: cold?.plain.map(\.nanoseconds),
         statistics: cache.statistics)
@@ -490,6 +517,13 @@ struct CacheBench: ParsableCommand {
               + " over the same \(plainCount) buffers (median of pairs "
               + String(format: "%.2f", report.missOverPlainMedian ?? .nan) + "; "
               + format(report.missMinusPlainMedianNanoseconds ?? .nan) + " added, median)")
+        }
+        if let ownMedian {
+          print(
+            "own part    \(format(ownMedian)) per miss besides its ibv_reg_mr (median)"
+              + (report.missOwnOverPlainMedian.map {
+                ", 1 + own/plain median " + String(format: "%.3f", $0)
+              } ?? ""))
         }
         if let plainKept {
           print(
