@@ -56,6 +56,11 @@ struct CacheBench: ParsableCommand {
       "While the timed lookups run, one more thread misses over and over (looks up one of 64 spare buffers, invalidates it while held, releases it): how much other threads' misses slow hits."
   )
   var backgroundMisses = false
+  @Flag(
+    help:
+      "Back every buffer with small pages (madvise MADV_NOHUGEPAGE before touching them), as with transparent huge pages in madvise mode, the default of many distributions, for memory that did not ask for them: each registration then pins each 4 KiB page on its own."
+  )
+  var smallPages = false
   @Flag(help: "Print one JSON object.") var json = false
 
   enum RegistrarKind: String, ExpressibleByArgument, CaseIterable { case verbs, counter, index }
@@ -149,6 +154,8 @@ struct CacheBench: ParsableCommand {
     /// Misses (and plain registrations) on spare buffers before the fill
     /// (`--warmup`); the statistics count them, the means above do not.
     var warmup: Int
+    /// Whether the buffers were advised to small pages (`--small-pages`).
+    var smallPages: Bool
     /// Whether each plain registration was closed after its pair
     /// (`--close-plain`) rather than kept until the fill ended.
     var plainClosedAtOnce: Bool
@@ -229,7 +236,7 @@ struct CacheBench: ParsableCommand {
       var cold: (miss: Duration, plain: Duration?)?
       if warmup > 0 {
         let spare = try SharedBuffer(byteCount: stride * warmup)
-        spare.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        touch(spare)
         for k in 0..<warmup {
           let address = spare.address + UInt64(k * stride)
           let start = ContinuousClock.now
@@ -249,7 +256,7 @@ struct CacheBench: ParsableCommand {
         cache.invalidate(address: spare.address, length: stride * warmup)
       }
       let memory = try SharedBuffer(byteCount: stride * regions)
-      memory.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+      touch(memory)
       let base = memory.address
       // Fill: one miss per buffer. With a device, up to 1,000 of them,
       // spread evenly over the fill, are paired with a plain registration
@@ -282,9 +289,7 @@ struct CacheBench: ParsableCommand {
       // the same page finds it pinned and runs faster, whichever side goes
       // second.
       let plainMemory = try SharedBuffer(byteCount: stride * max(plainCount, 1))
-      plainMemory.withUnsafeMutableBytes {
-        _ = $0.initializeMemory(as: UInt8.self, repeating: 1)
-      }
+      touch(plainMemory)
       /// Plain registration number `k`, timed; closed by the caller.
       func plainRegistration(_ k: Int, _ pd: SharedProtectionDomain) throws -> (
         Duration, SharedMemoryRegion
@@ -426,7 +431,7 @@ struct CacheBench: ParsableCommand {
       var backgroundSpare: SharedBuffer?
       if backgroundMisses {
         let spare = try SharedBuffer(byteCount: stride * 64)
-        spare.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        touch(spare)
         backgroundSpare = spare
         let spareBase = spare.address
         backgroundDone.enter()
@@ -482,6 +487,7 @@ struct CacheBench: ParsableCommand {
         missMinusPlainMedianNanoseconds: medianPairDifference, plainSamples: plainCount,
         plainKeptRegisterNanoseconds: plainKept,
         missOverPlainKept: plainKept.map { missNanoseconds / $0 }, warmup: warmup,
+        smallPages: smallPages,
         plainClosedAtOnce: closePlain, backgroundMisses: backgroundMade,
         missRegistrationNanoseconds: missRegistration,
         missOwnMedianNanoseconds: ownMedian,
@@ -542,6 +548,19 @@ struct CacheBench: ParsableCommand {
 }
 
 extension CacheBench {
+  /// Writes every byte of `buffer` (so that registering finds its pages
+  /// present), after asking for small pages with `--small-pages`.
+  func touch(_ buffer: SharedBuffer) {
+    buffer.withUnsafeMutableBytes { bytes in
+      if smallPages, let base = bytes.baseAddress {
+        // Advice only: where the kernel has no THP it fails, and the
+        // pages are small anyway.
+        _ = madvise(base, bytes.count, MADV_NOHUGEPAGE)
+      }
+      _ = bytes.initializeMemory(as: UInt8.self, repeating: 1)
+    }
+  }
+
   func format(_ nanoseconds: Double) -> String {
     nanoseconds >= 10_000
       ? "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
