@@ -175,6 +175,21 @@ struct CacheBench: ParsableCommand {
     /// With --split-miss: 1 + missOwnMedian / plainRegisterMedian, the
     /// miss/plain ratio a registration of the median cost would show.
     var missOwnOverPlainMedian: Double?
+    /// With --split-miss: the median of the paired plain registrations'
+    /// `ibv_reg_mr` alone, timed inside by the same two clock reads as the
+    /// one inside each miss (the plain ones go through the same timing
+    /// registrar).
+    var plainInnerMedianNanoseconds: Double?
+    /// With --split-miss: the median over the plain registrations of each
+    /// one's time less its `ibv_reg_mr` (as missOwnMedian, with no cache
+    /// work): what the split's clock reads and the call through the
+    /// registrar put into missOwnMedian.
+    var splitOverheadMedianNanoseconds: Double?
+    /// With --split-miss: missOwnMedian less splitOverheadMedian, the
+    /// cache's own work per miss without the measurement's.
+    var missOwnNetMedianNanoseconds: Double?
+    /// With --split-miss: 1 + missOwnNetMedian / plainInnerMedian.
+    var missOwnNetOverPlainMedian: Double?
     /// The process's first miss and first plain registration (the first
     /// warm-up pair; with `--warmup 0`, the fill's first miss alone).
     var coldMissNanoseconds: Double?
@@ -290,14 +305,37 @@ struct CacheBench: ParsableCommand {
       // second.
       let plainMemory = try SharedBuffer(byteCount: stride * max(plainCount, 1))
       touch(plainMemory)
+      // With --split-miss the plain registrations go through a timing
+      // registrar like the cache's (its own timer), so that both sides
+      // carry the same clock reads and the same call, and the plain side
+      // measures what those add (`splitOverheadMedianNanoseconds`).
+      let plainTimer = timer == nil ? nil : RegistrationTimer()
+      let timedPlain = pd.flatMap { pd in plainTimer.map { Registrar.timing(pd, into: $0) } }
+      var plainInnerTimes: [Double] = []
+      var splitOverheads: [Double] = []
       /// Plain registration number `k`, timed; closed by the caller.
       func plainRegistration(_ k: Int, _ pd: SharedProtectionDomain) throws -> (
         Duration, SharedMemoryRegion
       ) {
+        let address = plainMemory.baseAddress + k * stride
+        if let timedPlain, let plainTimer {
+          let before = plainTimer.nanoseconds.load(ordering: .relaxed)
+          let start = ContinuousClock.now
+          let made = try timedPlain.register(
+            UInt64(UInt(bitPattern: address)), bytes, access)
+          let took = ContinuousClock.now - start
+          // Nanosecond sums of this process's registrations: no overflow.
+          let inner = Double(plainTimer.nanoseconds.load(ordering: .relaxed) - before)
+          // The verbs registrar always makes a region.
+          if let region = made.region {
+            plainInnerTimes.append(inner)
+            splitOverheads.append(took.nanoseconds - inner)
+            return (took, region)
+          }
+        }
         let start = ContinuousClock.now
         let region = try pd.unsafeRegister(
-          UnsafeMutableRawBufferPointer(start: plainMemory.baseAddress + k * stride, count: bytes),
-          access: access)
+          UnsafeMutableRawBufferPointer(start: address, count: bytes), access: access)
         return (ContinuousClock.now - start, region)
       }
       let timedBefore = timer.map {
@@ -355,6 +393,11 @@ struct CacheBench: ParsableCommand {
       let ownMedian = ownParts.isEmpty ? nil : ownParts.sorted()[ownParts.count / 2]
       let plainMedian =
         timer == nil || plainTimes.isEmpty ? nil : plainTimes.sorted()[plainTimes.count / 2]
+      let plainInnerMedian =
+        plainInnerTimes.isEmpty ? nil : plainInnerTimes.sorted()[plainInnerTimes.count / 2]
+      let overheadMedian =
+        splitOverheads.isEmpty ? nil : splitOverheads.sorted()[splitOverheads.count / 2]
+      let ownNetMedian = ownMedian.flatMap { own in overheadMedian.map { own - $0 } }
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
       // On the plain buffers (the cache's are pinned by its own entries).
@@ -493,6 +536,12 @@ struct CacheBench: ParsableCommand {
         missOwnMedianNanoseconds: ownMedian,
         plainRegisterMedianNanoseconds: plainMedian,
         missOwnOverPlainMedian: ownMedian.flatMap { own in plainMedian.map { 1 + own / $0 } },
+        plainInnerMedianNanoseconds: plainInnerMedian,
+        splitOverheadMedianNanoseconds: overheadMedian,
+        missOwnNetMedianNanoseconds: ownNetMedian,
+        missOwnNetOverPlainMedian: ownNetMedian.flatMap { net in
+          plainInnerMedian.map { 1 + net / $0 }
+        },
         coldMissNanoseconds: (cold?.miss ?? firstMiss).map(\.nanoseconds),
         coldPlainRegisterNanoseconds: cold?.plain.map(\.nanoseconds),
         statistics: cache.statistics)
@@ -530,6 +579,12 @@ struct CacheBench: ParsableCommand {
               + (report.missOwnOverPlainMedian.map {
                 ", 1 + own/plain median " + String(format: "%.3f", $0)
               } ?? ""))
+        }
+        if let overheadMedian, let ownNetMedian, let ratio = report.missOwnNetOverPlainMedian {
+          print(
+            "own net     \(format(ownNetMedian)) per miss less the split's own "
+              + "\(format(overheadMedian)) (median over the plain registrations timed alike), "
+              + "1 + net/plain median " + String(format: "%.3f", ratio))
         }
         if let plainKept {
           print(

@@ -80,15 +80,31 @@ extension RegistrationCache {
 
 extension RegistrationCache {
   /// A cache over `domain` whose registrar also times each `ibv_reg_mr`
-  /// it makes (two clock reads around the call), so that a benchmark can
+  /// it makes (``Registrar/timing(_:into:)``), so that a benchmark can
   /// split a miss into the registration and the cache's own work (`umem
   /// cache-bench --split-miss`). The clock reads add to every miss.
   package static func timingRegistrationsForBenchmarks(
     domain: SharedProtectionDomain, limits: CacheLimits, monitor: MonitorChoice
   ) -> (RegistrationCache, RegistrationTimer) {
     let timer = RegistrationTimer()
+    let cache = RegistrationCache(
+      registrar: .timing(domain, into: timer), domain: domain, limits: limits, monitor: monitor)
+    return (cache, timer)
+  }
+}
+
+extension Registrar {
+  /// Registers with `ibv_reg_mr` on `domain` as ``verbs(_:)`` does, and
+  /// adds the time inside the call (two `clock_gettime` reads around it)
+  /// to `timer`. The cache's timing registrar, and what a benchmark's
+  /// plain registrations go through when they are to be timed the same
+  /// way: the two clock reads, and the call through a registrar, then cost
+  /// both sides alike, and their difference is the cache's own work.
+  package static func timing(_ domain: SharedProtectionDomain, into timer: RegistrationTimer)
+    -> Registrar
+  {
     let verbs = Registrar.verbs(domain)
-    let registrar = Registrar { start, length, access throws(VerbsError) in
+    return Registrar { start, length, access throws(VerbsError) in
       // clock_gettime and integer nanoseconds, not ContinuousClock: its
       // Duration arithmetic (128-bit attoseconds) would add some fifty
       // instructions to every miss, outside the registration timed here,
@@ -103,9 +119,6 @@ extension RegistrationCache {
       }
       return try verbs.register(start, length, access)
     }
-    let cache = RegistrationCache(
-      registrar: registrar, domain: domain, limits: limits, monitor: monitor)
-    return (cache, timer)
   }
 }
 
@@ -123,4 +136,6 @@ private func monotonicNanoseconds() -> UInt64 {
 package final class RegistrationTimer: Sendable {
   package let nanoseconds = Atomic<Int>(0)
   package let count = Atomic<Int>(0)
+
+  package init() {}
 }

@@ -23,6 +23,7 @@ check() {
     | need($kind != "verbs" or (.missRegistrationNanoseconds > 0 and .missRegistrationNanoseconds < .missNanoseconds and .plainSamples == .regions and .coldPlainRegisterNanoseconds > 0); "miss split \(.missRegistrationNanoseconds) of \(.missNanoseconds), \(.plainSamples) plain samples")
     | need($kind != "verbs" or (.missOverPlainMedian > 0 and (.missMinusPlainMedianNanoseconds | type) == "number"); "pairs: median ratio \(.missOverPlainMedian), added \(.missMinusPlainMedianNanoseconds)")
     | need($kind != "verbs" or (.missOwnMedianNanoseconds > 0 and .missOwnMedianNanoseconds < .missNanoseconds and .missOwnOverPlainMedian > 1 and .plainRegisterMedianNanoseconds > 0); "own part of a miss \(.missOwnMedianNanoseconds), 1 + own/plain \(.missOwnOverPlainMedian)")
+    | need($kind != "verbs" or (.splitOverheadMedianNanoseconds > 0 and .plainInnerMedianNanoseconds > 0 and .plainInnerMedianNanoseconds <= .plainRegisterMedianNanoseconds and .missOwnNetMedianNanoseconds < .missOwnMedianNanoseconds and (.missOwnNetOverPlainMedian | type) == "number"); "split overhead \(.splitOverheadMedianNanoseconds), plain inner \(.plainInnerMedianNanoseconds) of \(.plainRegisterMedianNanoseconds), own net \(.missOwnNetMedianNanoseconds)")
     | need($s.liveRegistrations == 0; "closed cache left registrations: \($s)")
     | need($s.deregistrations == $s.registrations; "\($s.deregistrations) deregistrations of \($s.registrations)")
     | need(if $kind != "unprivileged" then $m | has("userfaultfd")
