@@ -175,6 +175,10 @@ struct CacheBench: ParsableCommand {
     /// With --split-miss: 1 + missOwnMedian / plainRegisterMedian, the
     /// miss/plain ratio a registration of the median cost would show.
     var missOwnOverPlainMedian: Double?
+    /// With --split-miss: the median of the `ibv_reg_mr` inside each of the
+    /// fill's misses (against plainInnerMedianNanoseconds: whether a
+    /// registration made by the cache costs what a plain one does).
+    var missRegistrationMedianNanoseconds: Double?
     /// With --split-miss: the median of the paired plain registrations'
     /// `ibv_reg_mr` alone, timed inside by the same two clock reads as the
     /// one inside each miss (the plain ones go through the same timing
@@ -296,7 +300,12 @@ struct CacheBench: ParsableCommand {
       var plainTimes: [Double] = []
       // With --split-miss: each miss less the registration inside it.
       var ownParts: [Double] = []
-      if timer != nil { ownParts.reserveCapacity(regions) }
+      // And the ibv_reg_mr inside each.
+      var missInnerTimes: [Double] = []
+      if timer != nil {
+        ownParts.reserveCapacity(regions)
+        missInnerTimes.reserveCapacity(regions)
+      }
       var firstMiss: Duration?
       var plainHeld: [SharedMemoryRegion] = []
       // The plain registrations get buffers of their own (one mapping
@@ -363,6 +372,7 @@ struct CacheBench: ParsableCommand {
           // Nanosecond sums of this process's registrations: no overflow.
           let inner = timer.nanoseconds.load(ordering: .relaxed) - registeringBefore
           ownParts.append(took.nanoseconds - Double(inner))
+          missInnerTimes.append(Double(inner))
         }
         if let pd, paired, !plainFirst { plainRun = try plainRegistration(k, pd) }
         missTotal += took
@@ -391,6 +401,8 @@ struct CacheBench: ParsableCommand {
       let medianPairDifference =
         pairDifferences.isEmpty ? nil : pairDifferences.sorted()[pairDifferences.count / 2]
       let ownMedian = ownParts.isEmpty ? nil : ownParts.sorted()[ownParts.count / 2]
+      let missInnerMedian =
+        missInnerTimes.isEmpty ? nil : missInnerTimes.sorted()[missInnerTimes.count / 2]
       let plainMedian =
         timer == nil || plainTimes.isEmpty ? nil : plainTimes.sorted()[plainTimes.count / 2]
       let plainInnerMedian =
@@ -536,6 +548,7 @@ struct CacheBench: ParsableCommand {
         missOwnMedianNanoseconds: ownMedian,
         plainRegisterMedianNanoseconds: plainMedian,
         missOwnOverPlainMedian: ownMedian.flatMap { own in plainMedian.map { 1 + own / $0 } },
+        missRegistrationMedianNanoseconds: missInnerMedian,
         plainInnerMedianNanoseconds: plainInnerMedian,
         splitOverheadMedianNanoseconds: overheadMedian,
         missOwnNetMedianNanoseconds: ownNetMedian,
