@@ -94,31 +94,39 @@ extension RegistrationCache {
 }
 
 extension Registrar {
-  /// Registers with `ibv_reg_mr` on `domain` as ``verbs(_:)`` does, and
-  /// adds the time inside the call (two `clock_gettime` reads around it)
-  /// to `timer`. The cache's timing registrar, and what a benchmark's
-  /// plain registrations go through when they are to be timed the same
-  /// way: the two clock reads, and the call through a registrar, then cost
-  /// both sides alike, and their difference is the cache's own work.
+  /// Registers with `ibv_reg_mr` on `domain` as ``verbs(_:)`` does, each
+  /// call timed into `timer` (``timed(into:)``). The cache's timing
+  /// registrar, and what a benchmark's plain registrations go through when
+  /// they are to be timed the same way: the two clock reads, and the call
+  /// through a registrar, then cost both sides alike, and their difference
+  /// is the cache's own work.
   package static func timing(_ domain: SharedProtectionDomain, into timer: RegistrationTimer)
     -> Registrar
   {
-    let verbs = Registrar.verbs(domain)
-    return Registrar { start, length, access throws(VerbsError) in
-      // clock_gettime and integer nanoseconds, not ContinuousClock: its
-      // Duration arithmetic (128-bit attoseconds) would add some fifty
-      // instructions to every miss, outside the registration timed here,
-      // so to the cache's own part.
-      let began = monotonicNanoseconds()
-      defer {
-        // A registration takes far less than 2^63 ns; the clock does not
-        // go back.
-        let took = monotonicNanoseconds() &- began
-        timer.nanoseconds.add(Int(truncatingIfNeeded: took), ordering: .relaxed)
-        timer.count.add(1, ordering: .relaxed)
-      }
-      return try verbs.register(start, length, access)
-    }
+    verbs(domain).timed(into: timer)
+  }
+
+  /// This registrar with the time inside each of its calls (two
+  /// `clock_gettime` reads around it) added to `timer`, failed calls
+  /// included.
+  package func timed(into timer: RegistrationTimer) -> Registrar {
+    let inner = register
+    return Registrar(
+      register: { start, length, access throws(VerbsError) in
+        // clock_gettime and integer nanoseconds, not ContinuousClock: its
+        // Duration arithmetic (128-bit attoseconds) would add some fifty
+        // instructions to every miss, outside the registration timed
+        // here, so to the cache's own part.
+        let began = monotonicNanoseconds()
+        defer {
+          // A registration takes far less than 2^63 ns; the clock does
+          // not go back.
+          let took = monotonicNanoseconds() &- began
+          timer.nanoseconds.add(Int(truncatingIfNeeded: took), ordering: .relaxed)
+          timer.count.add(1, ordering: .relaxed)
+        }
+        return try inner(start, length, access)
+      }, deregistered: deregistered)
   }
 }
 
