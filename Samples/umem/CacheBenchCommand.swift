@@ -397,18 +397,13 @@ struct CacheBench: ParsableCommand {
       }
       let plain = plainCount > 0 ? plainTotal.nanoseconds / Double(plainCount) : nil
       let pairedMiss = plainCount > 0 ? pairedMissTotal.nanoseconds / Double(plainCount) : nil
-      let medianPairRatio = pairRatios.isEmpty ? nil : pairRatios.sorted()[pairRatios.count / 2]
-      let medianPairDifference =
-        pairDifferences.isEmpty ? nil : pairDifferences.sorted()[pairDifferences.count / 2]
-      let ownMedian = ownParts.isEmpty ? nil : ownParts.sorted()[ownParts.count / 2]
-      let missInnerMedian =
-        missInnerTimes.isEmpty ? nil : missInnerTimes.sorted()[missInnerTimes.count / 2]
-      let plainMedian =
-        timer == nil || plainTimes.isEmpty ? nil : plainTimes.sorted()[plainTimes.count / 2]
-      let plainInnerMedian =
-        plainInnerTimes.isEmpty ? nil : plainInnerTimes.sorted()[plainInnerTimes.count / 2]
-      let overheadMedian =
-        splitOverheads.isEmpty ? nil : splitOverheads.sorted()[splitOverheads.count / 2]
+      let medianPairRatio = median(pairRatios)
+      let medianPairDifference = median(pairDifferences)
+      let ownMedian = median(ownParts)
+      let missInnerMedian = median(missInnerTimes)
+      let plainMedian = timer == nil ? nil : median(plainTimes)
+      let plainInnerMedian = median(plainInnerTimes)
+      let overheadMedian = median(splitOverheads)
       let ownNetMedian = ownMedian.flatMap { own in overheadMedian.map { own - $0 } }
       // Plain registrations kept, as the cache keeps its entries: whether a
       // miss's extra is the kernel's cost of many live MRs, not the cache's.
@@ -634,6 +629,12 @@ extension CacheBench {
       ? "\((nanoseconds / 1000 * 10).rounded() / 10) µs"
       : "\((nanoseconds * 10).rounded() / 10) ns"
   }
+}
+
+/// The middle value of `values` (the upper one of the two middle values
+/// when there is an even number); nil when there are none.
+func median(_ values: [Double]) -> Double? {
+  values.isEmpty ? nil : values.sorted()[values.count / 2]
 }
 
 /// The calling thread's CPU time so far, in nanoseconds.
